@@ -1,0 +1,128 @@
+"""Reading weight files into native (OpenAI-layout) state dicts, reading the architecture back from
+their shapes, and loading them into a model with errors that name what does not fit."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from ..models import CLIP, CLIPConfig, TextConfig, VisionConfig
+from ..models.config import DEFAULT_LOGIT_SCALE
+
+# Entries of OpenAI's TorchScript archives and old OpenCLIP files that are not weights.
+NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size")
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read or does not fit the architecture; the message says why."""
+
+
+def is_torchscript_archive(path: str | os.PathLike) -> bool:
+    """OpenAI's release files are TorchScript archives: zips holding compiled `code/`."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name or name.endswith("constants.pkl") for name in archive.namelist())
+
+
+def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
+    """Tensors of a `.safetensors`, a TorchScript archive or a pickled `.pt`/`.bin`, with wrappers
+    (`state_dict`, `module.`, `_orig_mod.`) removed. Returns (state dict, "safetensors" |
+    "torchscript" | "pickle"). Pickles load with `weights_only=True`: no code runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    try:
+        if path.suffix == ".safetensors":
+            state, kind = load_file(str(path)), "safetensors"
+        elif is_torchscript_archive(path):
+            state, kind = torch.jit.load(str(path), map_location="cpu").state_dict(), "torchscript"
+        else:
+            state, kind = torch.load(path, map_location="cpu", weights_only=True), "pickle"
+    except CheckpointError:
+        raise
+    except Exception as error:  # every reader has its own exception types for a damaged file
+        raise CheckpointError(f"cannot read {path} as a checkpoint: {error}") from error
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    return strip_wrappers(state), kind
+
+
+def strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop DDP / torch.compile prefixes and entries that are not weights."""
+    cleaned = {}
+    for key, value in state.items():
+        while key.startswith(WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
+        if key in NON_WEIGHT_KEYS or key.endswith("attn_mask"):
+            continue
+        cleaned[key] = value
+    return cleaned
+
+
+def infer_config(state: dict[str, torch.Tensor], activation: str) -> CLIPConfig:
+    """The architecture of a native state dict, read from its shapes as OpenAI's `build_model`
+    does. Head counts are not stored in weights: one head per 64 channels, OpenAI's rule."""
+    try:
+        if "visual.proj" in state:
+            width = state["visual.conv1.weight"].shape[0]
+            patch = state["visual.conv1.weight"].shape[-1]
+            grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+            vision = VisionConfig(image_size=patch * grid, width=width, patch_size=patch,
+                                  layers=_count_blocks(state, "visual.transformer.resblocks."),
+                                  mlp_ratio=state["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / width)
+        else:
+            stages = [len({k.split(".")[2] for k in state if k.startswith(f"visual.layer{i}.")}) for i in range(1, 5)]
+            grid = round((state["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
+            vision = VisionConfig(image_size=grid * 32, width=state["visual.layer1.0.conv1.weight"].shape[0], layers=stages)
+        text_width = state["ln_final.weight"].shape[0]
+        text = TextConfig(context_length=state["positional_embedding"].shape[0],
+                          vocab_size=state["token_embedding.weight"].shape[0], width=text_width,
+                          layers=_count_blocks(state, "transformer.resblocks."),
+                          mlp_ratio=state["transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / text_width)
+        embed_dim = state["text_projection"].shape[1]
+    except (KeyError, IndexError) as error:
+        raise CheckpointError(f"not a CLIP state dict in the OpenAI/OpenCLIP layout: no {error}") from None
+    logit_scale = float(state["logit_scale"]) if "logit_scale" in state else DEFAULT_LOGIT_SCALE
+    return CLIPConfig(embed_dim=embed_dim, activation=activation, vision=vision, text=text, init_logit_scale=logit_scale)
+
+
+def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
+    return len({key[len(prefix):].split(".")[0] for key in state if key.startswith(prefix)})
+
+
+def model_from_state_dict(config: CLIPConfig, state: dict[str, torch.Tensor]) -> CLIP:
+    """Build the model without a throwaway random init and load `state` strictly, in float32.
+
+    A mismatch raises CheckpointError naming the missing, unexpected and wrongly shaped keys.
+    """
+    with torch.device("meta"):
+        model = CLIP(config)
+    expected = model.state_dict()
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    for key in expected:  # BatchNorm counters are absent from some OpenCLIP files; they are not weights
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = torch.zeros((), dtype=torch.long)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(f"{k} (checkpoint {tuple(state[k].shape)}, model {tuple(expected[k].shape)})"
+                         for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong_shape:
+        raise CheckpointError(
+            "checkpoint does not match the architecture: "
+            + "; ".join(f"{label}: {_shorten(keys)}" for label, keys in
+                        (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong_shape)) if keys))
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
+
+
+def _shorten(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")

@@ -1,0 +1,49 @@
+"""The text tower: token + position embeddings -> causal transformer -> features at end-of-text."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import Transformer
+
+
+class TextTransformer(nn.Module):
+    """Its parameter names sit at the top level of OpenAI's CLIP state dict, which is why `CLIP`
+    extends this class rather than holding it as a submodule."""
+
+    def __init__(self, context_length: int, vocab_size: int, width: int, layers: int, heads: int,
+                 mlp_ratio: float, output_dim: int, activation: str):
+        super().__init__()
+        self.context_length = context_length
+        self.vocab_size = vocab_size
+        self.token_embedding = nn.Embedding(vocab_size, width)
+        self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
+        self.transformer = Transformer(width, layers, heads, mlp_ratio, activation)
+        self.ln_final = nn.LayerNorm(width)
+        self.text_projection = nn.Parameter(torch.empty(width, output_dim))
+
+    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """text: token ids [batch, length <= context_length] -> features [batch, output_dim].
+
+        Features are read at the end-of-text token, the highest id in every CLIP vocabulary, so
+        `argmax` finds it (as OpenAI's code does); the causal mask keeps padding from leaking in.
+        """
+        if text.shape[-1] > self.context_length:
+            raise ValueError(f"text has {text.shape[-1]} tokens; this model takes at most {self.context_length}")
+        x = self.token_embedding(text) + self.positional_embedding[: text.shape[-1]].to(self.token_embedding.weight.dtype)
+        x = self.ln_final(self.transformer(x, causal=True))
+        eot = text.argmax(dim=-1)
+        features = x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        return self.encode_text(text)
+
+    @torch.no_grad()
+    def init_parameters(self) -> None:
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        nn.init.normal_(self.text_projection, std=self.transformer.width**-0.5)
+        self.transformer.init_parameters()
