@@ -1,0 +1,166 @@
+"""Captions per second of clipforge's tokenizer against open_clip's pure-Python SimpleTokenizer.
+
+Usage: python bench/tokenizer_speed.py [--n 10000] [--repeats 5] [--batch 256]
+
+open_clip imports torchvision at package import, so its tokenizer module is loaded by file path;
+install it without dependencies first:
+
+    pip install --no-deps open_clip_torch
+
+Both tokenizers read the same merges (../shared/data when present, else clipforge's download
+cache), run in one process with the same torch thread count, and must produce identical tensors
+before any timing. Results go to bench/results/tokenizer.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import random
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from clipforge.checkpoints.download import fetch
+from clipforge.text import Tokenizer
+from clipforge.text.tokenizer import OPENAI_BPE_SHA256, OPENAI_BPE_URL
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "bench" / "results" / "tokenizer.json"
+
+SUBJECTS = ["dog", "cat", "woman", "man", "child", "bird", "horse", "car", "bicycle", "train", "boat",
+            "group of people", "chef", "skateboarder", "giraffe", "elephant", "teddy bear", "laptop",
+            "plate of food", "pizza", "surfer", "tennis player", "red double-decker bus", "kitten"]
+ADJECTIVES = ["small", "large", "brown", "white", "black", "happy", "old", "young", "colorful", "wet",
+              "fluffy", "shiny", "wooden", "vintage", "tiny", "muddy", "sleepy", "bright"]
+ACTIONS = ["sitting on", "running across", "standing next to", "jumping over", "lying on", "looking at",
+           "riding", "holding", "walking along", "parked beside", "flying above", "eating"]
+PLACES = ["a grassy field", "the beach", "a busy street", "a wooden table", "the snow", "a kitchen counter",
+          "an empty parking lot", "the river bank", "a city park", "a mountain trail", "the sidewalk"]
+EXTRAS = ["at sunset", "in the rain", "on a sunny day", "at night", "during winter", "with friends",
+          "in front of a building", "while people watch", "near the water"]
+TEMPLATES = [
+    "a photo of a {adj} {subj}.",
+    "A {adj} {subj} {act} {place} {extra}.",
+    "{subj} {act} {place}",
+    "Two {subj}s {act} {place}, {extra}!",
+    "there are {num} {adj} {subj}s {act} {place}",
+    "Close-up of the {subj}'s face; it's {adj} and {adj2}.",
+    "{Adj} {subj} {act} {place} -- taken {extra} (photo #{num}{num2})",
+    "An image showing a {subj} {act} {place}. The {subj} looks {adj}.",
+]
+
+
+def generated_captions(n: int, seed: int = 0) -> list[str]:
+    """Varied COCO-like captions, reproducible from `seed`."""
+    rng = random.Random(seed)
+    captions = []
+    for _ in range(n):
+        adj = rng.choice(ADJECTIVES)
+        captions.append(rng.choice(TEMPLATES).format(
+            adj=adj, Adj=adj.capitalize(), adj2=rng.choice(ADJECTIVES), subj=rng.choice(SUBJECTS),
+            act=rng.choice(ACTIONS), place=rng.choice(PLACES), extra=rng.choice(EXTRAS),
+            num=rng.randint(2, 12), num2=rng.randint(0, 99),
+        ))
+    return captions
+
+
+def reference_cases() -> list[dict]:
+    """The shared `{"text", "ids"}` cases: reference ids of the OpenAI tokenizer, when present."""
+    path = SHARED_DATA / "tokenizer_cases.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def load_open_clip_tokenizer_module():
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None:
+        raise SystemExit("open_clip is not installed: pip install --no-deps open_clip_torch")
+    path = Path(next(iter(spec.submodule_search_locations))) / "tokenizer.py"
+    module_spec = importlib.util.spec_from_file_location("open_clip_tokenizer", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def captions_per_second(tokenize: Callable[[list[str]], torch.Tensor], captions: list[str], batch: int) -> float:
+    start = time.perf_counter()
+    for i in range(0, len(captions), batch):
+        tokenize(captions[i : i + batch])
+    return len(captions) / (time.perf_counter() - start)
+
+
+def check_ids(ours: Tokenizer, peer, cases: list[dict], captions: list[str]) -> list[str]:
+    """Stop unless we match the reference cases and open_clip on every caption it handles like the
+    reference; return the captions open_clip gets wrong (special-token text: it spells them
+    <start_of_text>; \\x1c-\\x1f: its str.split treats them as whitespace)."""
+    wrong = [case["text"] for case in cases if ours.encode(case["text"]) != case["ids"]]
+    if wrong:
+        raise SystemExit(f"{len(wrong)} reference cases tokenize differently, e.g. {wrong[0]!r}")
+    ours_ids, peer_ids = ours(captions, truncate=True), peer(captions)
+    differing = [text for text, a, b in zip(captions, ours_ids, peer_ids) if not torch.equal(a, b)]
+    explained = [text for text in differing if "<|" in text or set(text) & set("\x1c\x1d\x1e\x1f")]
+    if len(explained) < len(differing):
+        raise SystemExit(f"open_clip and clipforge differ on {sorted(set(differing) - set(explained))[:3]!r}")
+    return differing
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10000, help="generated captions (the shared cases are added)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed passes after one warm-up pass")
+    parser.add_argument("--batch", type=int, default=256, help="captions per call")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+
+    merges = SHARED_DATA / "openai-clip" / "bpe_simple_vocab_16e6.txt.gz"
+    if not merges.exists():
+        merges = fetch(OPENAI_BPE_URL, OPENAI_BPE_SHA256)
+    cases = reference_cases()
+    captions = generated_captions(args.n) + [case["text"] for case in cases]
+    simple_tokenizer = load_open_clip_tokenizer_module().SimpleTokenizer
+
+    open_clip_wrong = check_ids(Tokenizer.from_openai_merges(merges), simple_tokenizer(str(merges)), cases, captions)
+    print(f"ids equal the reference on {len(cases)} shared cases, and open_clip's on "
+          f"{len(captions) - len(open_clip_wrong)} of {len(captions)} captions; open_clip departs from the "
+          f"reference on {open_clip_wrong!r}")
+
+    ours = Tokenizer.from_openai_merges(merges)
+    contenders = {"clipforge": lambda texts: ours(texts, truncate=True), "open_clip": simple_tokenizer(str(merges))}
+    warm_up = {name: captions_per_second(fn, captions, args.batch) for name, fn in contenders.items()}
+    passes = {name: [] for name in contenders}
+    for _ in range(args.repeats):
+        for name, fn in contenders.items():
+            passes[name].append(captions_per_second(fn, captions, args.batch))
+    median = {name: statistics.median(rates) for name, rates in passes.items()}
+    ratio = median["clipforge"] / median["open_clip"]
+    warm_up_ratio = warm_up["clipforge"] / warm_up["open_clip"]
+
+    print(f"\n{len(captions)} captions, batches of {args.batch}, torch threads {torch.get_num_threads()}")
+    print(f"{'captions/s':<12}{'warm-up pass':>14}{'median of ' + str(args.repeats):>14}")
+    for name in contenders:
+        print(f"{name:<12}{warm_up[name]:>14,.0f}{median[name]:>14,.0f}")
+    print(f"clipforge / open_clip: {ratio:.1f}x with warm caches (median), {warm_up_ratio:.1f}x on the "
+          "warm-up pass (fresh tokenizers, empty caches; not in the median)")
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "captions": len(captions), "batch": args.batch, "repeats": args.repeats,
+        "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+        "open_clip_departs_from_reference_on": open_clip_wrong,
+        "warm_up_captions_per_s": warm_up, "warm_captions_per_s": passes, "warm_median_captions_per_s": median,
+        "warm_ratio": ratio, "warm_up_ratio": warm_up_ratio,
+        "caches": "warm-up pass starts from empty word caches (construction excluded); timed passes find them full",
+    }, indent=2))
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

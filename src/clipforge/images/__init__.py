@@ -1,0 +1,12 @@
+"""Image preprocessing: any PIL image or file to a normalized CLIP input tensor."""
+
+from clipforge.images.transform import (
+    CLIP_MEAN,
+    CLIP_STD,
+    ImageLoadError,
+    ImageTransform,
+    load_image,
+    to_rgb,
+)
+
+__all__ = ["CLIP_MEAN", "CLIP_STD", "ImageLoadError", "ImageTransform", "load_image", "to_rgb"]

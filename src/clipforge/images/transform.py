@@ -1,0 +1,139 @@
+"""CLIP image preprocessing with PIL and numpy only (no torchvision).
+
+Pipeline: ``to_rgb`` -> bicubic resize so the short side is ``image_size`` -> center crop to
+``image_size`` x ``image_size`` -> ``/255`` -> ``(x - mean) / std`` -> float32 ``[3, size, size]``.
+
+Agreement with Hugging Face ``CLIPImageProcessor`` (PIL backend, ``CLIPImageProcessorPil``,
+which is what ``CLIPImageProcessor`` resolves to without torchvision): the same conversion,
+resize and crop arithmetic, so outputs agree to ~1e-6 for 8-bit images (the residue is float32
+rounding of the fused normalization). Differences, all in modes HF mishandles:
+
+* ``I;16``/``I;16L``/``I;16B``/``I;16N``/``I``: Pillow's conversion, and so HF's, clips values
+  above 255 (a 16-bit image comes out almost white). We scale instead: ``v -> round(v / 257)``,
+  i.e. 0..65535 onto 0..255 (65535 -> 255, 32768 -> 128). ``I`` is read as 16-bit data (values
+  clipped to 0..65535) because Pillow decodes 16-bit PGM and some TIFFs into ``I``.
+* ``F``: HF clips to Pillow's 0..255 scale; we read floats as 0..1, as ``Image.fromarray`` of a
+  float array conventionally is: ``v -> round(clip(v, 0, 1) * 255)``.
+* A ``P`` image whose palette carries alpha but has no ``transparency`` key: HF drops the alpha,
+  we composite it on white like every other transparent image. ``La`` fails in HF; we handle it.
+
+Agreement with OpenAI CLIP's ``_transform`` (torchvision ``Resize(n, BICUBIC)``,
+``CenterCrop(n)``, convert to RGB, ``ToTensor``, ``Normalize``): the resize size is identical
+(long side ``int(n * long / short)``), but
+
+* the crop offset: torchvision uses ``int(round((L - n) / 2))`` (round half to even), HF and we
+  use ``(L - n) // 2``, where ``L`` is the resized long side. They differ only when
+  ``(L - n) % 4 == 3``; there OpenAI's crop starts one pixel further right (landscape) or down
+  (portrait). E.g. n=224: L = 227, 231, 235, ... (a 227x224 image); n=64: a 37x53 image (L=91).
+* OpenAI converts to RGB *after* resizing and cropping, and with a plain ``convert("RGB")``:
+  palette and ``1`` images are resized with nearest neighbour (Pillow forces it for those modes),
+  alpha is dropped rather than composited on white, CMYK/16-bit data is resampled before
+  conversion. For RGB and L images only the crop offset differs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+_HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+class ImageLoadError(ValueError):
+    """An image file that cannot be decoded: missing, empty, truncated, not an image, or a bomb."""
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open and fully decode ``path``, so broken files fail here rather than mid-batch."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
+        raise ImageLoadError(f"cannot load image {os.fspath(path)!r}: {error}") from error
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit int and float images as ``L`` (``LA`` with a transparency key), scaled not clipped."""
+    values = np.asarray(image)
+    if image.mode == "F":
+        scaled = np.clip(values, 0.0, 1.0) * 255.0
+    else:
+        scaled = np.clip(values, 0, 65535) / 257.0
+    gray = np.rint(scaled).astype(np.uint8)
+    transparent = image.info.get("transparency")
+    if transparent is None:
+        return Image.fromarray(gray)
+    alpha = np.where(values == transparent, 0, 255).astype(np.uint8)
+    return Image.fromarray(np.stack([gray, alpha], axis=-1))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode as 8-bit RGB; transparency (alpha band, palette alpha or key) goes onto white."""
+    if image.mode in _HIGH_DEPTH_MODES:
+        image = _to_8bit(image)
+    elif image.mode == "La":  # Pillow cannot convert premultiplied La to RGB(A) directly
+        image = image.convert("LA")
+    if not image.has_transparency_data:
+        return image.convert("RGB")
+    white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+
+
+def resize_size(width: int, height: int, image_size: int) -> tuple[int, int]:
+    """(width, height) with the short side ``image_size`` and the long side truncated, as torchvision."""
+    if width <= height:
+        return image_size, int(image_size * height / width)
+    return int(image_size * width / height), image_size
+
+
+def center_crop_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the centered ``size`` square; offsets floor like HF's."""
+    left = (width - size) // 2
+    top = (height - size) // 2
+    return left, top, left + size, top + size
+
+
+class ImageTransform:
+    """PIL image -> normalized float32 tensor ``[3, image_size, image_size]`` for a CLIP vision tower."""
+
+    def __init__(
+        self,
+        image_size: int,
+        mean: Sequence[float] = CLIP_MEAN,
+        std: Sequence[float] = CLIP_STD,
+    ) -> None:
+        if image_size < 1:
+            raise ValueError(f"image_size must be positive, got {image_size}")
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError(f"mean and std need one value per RGB channel, got {mean} and {std}")
+        self.image_size = image_size
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+        # (x / 255 - mean) / std folded into one subtract and one divide on 0..255 values
+        self._offset = np.array(self.mean, dtype=np.float32) * 255
+        self._scale = np.array(self.std, dtype=np.float32) * 255
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        image = to_rgb(image)
+        size = resize_size(image.width, image.height, self.image_size)
+        image = image.resize(size, Image.Resampling.BICUBIC)
+        image = image.crop(center_crop_box(image.width, image.height, self.image_size))
+        pixels = (np.asarray(image, dtype=np.float32) - self._offset) / self._scale  # [h, w, 3]
+        return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
+
+    def batch(self, images: Sequence[Image.Image | str | os.PathLike]) -> torch.Tensor:
+        """``[n, 3, image_size, image_size]``; paths are opened with ``load_image``."""
+        return torch.stack(
+            [self(image if isinstance(image, Image.Image) else load_image(image)) for image in images]
+        )
+
+    def __repr__(self) -> str:
+        return f"ImageTransform(image_size={self.image_size}, mean={self.mean}, std={self.std})"

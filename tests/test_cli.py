@@ -1,0 +1,38 @@
+import json
+
+import torch
+
+import clipforge
+from clipforge.cli import main
+from clipforge.models import create_model
+from conftest import OPENAI_MERGES, require_shared
+
+
+def test_models_lists_configs_and_pretrained(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "ViT-B-32" in out and "tiny-vit" in out and "pretrained: RN101" in out
+
+
+def test_convert_bare_weights_to_native_and_hf(tmp_path, capsys):
+    model = create_model("tiny-vit")
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    assert main(["convert", str(tmp_path / "w.pt"), str(tmp_path / "native"), "--config", "tiny-vit"]) == 0
+    assert json.loads(capsys.readouterr().out)["format"] == "native"
+    loaded = clipforge.load_model(tmp_path / "native")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    assert main(["convert", str(tmp_path / "native"), str(tmp_path / "hf"), "--to", "hf"]) == 0
+    assert (tmp_path / "hf" / "config.json").is_file() and (tmp_path / "hf" / "model.safetensors").is_file()
+
+
+def test_convert_without_activation_explains_what_is_missing(tmp_path, capsys):
+    torch.save(create_model("tiny-vit").state_dict(), tmp_path / "w.pt")
+    assert main(["convert", str(tmp_path / "w.pt"), str(tmp_path / "out")]) == 1
+    assert "activation" in capsys.readouterr().err
+
+
+def test_tokenize_prints_ids_ending_in_eot(capsys):
+    require_shared(OPENAI_MERGES)
+    assert main(["tokenize", "a photo of a cat"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["ids"] == [49406, 320, 1125, 539, 320, 2368, 49407]
