@@ -113,6 +113,8 @@ def config_to_huggingface(config: CLIPConfig) -> dict[str, Any]:
     text, vision = config.text, config.vision
     if vision.is_resnet:
         raise CheckpointError("only ViT models can be exported to Hugging Face: its CLIPModel has no ResNet tower")
+    if config.init_logit_bias is not None:
+        raise CheckpointError("a model with a logit bias (sigmoid loss) has no Hugging Face CLIPModel equivalent")
     return {
         "architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": config.embed_dim,
         "logit_scale_init_value": config.init_logit_scale,

@@ -91,7 +91,9 @@ def infer_config(state: dict[str, torch.Tensor], activation: str) -> CLIPConfig:
     except (KeyError, IndexError) as error:
         raise CheckpointError(f"not a CLIP state dict in the OpenAI/OpenCLIP layout: no {error}") from None
     logit_scale = float(state["logit_scale"]) if "logit_scale" in state else DEFAULT_LOGIT_SCALE
-    return CLIPConfig(embed_dim=embed_dim, activation=activation, vision=vision, text=text, init_logit_scale=logit_scale)
+    logit_bias = float(state["logit_bias"]) if "logit_bias" in state else None
+    return CLIPConfig(embed_dim=embed_dim, activation=activation, vision=vision, text=text,
+                      init_logit_scale=logit_scale, init_logit_bias=logit_bias)
 
 
 def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:

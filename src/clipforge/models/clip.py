@@ -21,7 +21,7 @@ MAX_LOGIT_SCALE = math.log(100.0)
 class CLIPOutput(NamedTuple):
     image_features: torch.Tensor  # [n_images, embed_dim], unit norm
     text_features: torch.Tensor  # [n_texts, embed_dim], unit norm
-    logits_per_image: torch.Tensor  # [n_images, n_texts], cosine similarity * exp(logit_scale)
+    logits_per_image: torch.Tensor  # [n_images, n_texts], cosine * exp(logit_scale) (+ logit_bias)
 
     @property
     def logits_per_text(self) -> torch.Tensor:
@@ -52,6 +52,7 @@ class CLIP(TextTransformer):
         self.config = config
         self.visual = build_vision_tower(config)
         self.logit_scale = nn.Parameter(torch.empty(()))
+        self.logit_bias = nn.Parameter(torch.empty(())) if config.init_logit_bias is not None else None
         if not self.logit_scale.is_meta:
             self.init_parameters()
 
@@ -60,6 +61,8 @@ class CLIP(TextTransformer):
         super().init_parameters()
         self.visual.init_parameters()
         self.logit_scale.fill_(self.config.init_logit_scale)
+        if self.logit_bias is not None:
+            self.logit_bias.fill_(self.config.init_logit_bias)
 
     @property
     def image_size(self) -> int:
@@ -83,4 +86,6 @@ class CLIP(TextTransformer):
         image_features = self.encode_image(image, normalize=True)
         text_features = self.encode_text(text, normalize=True)
         logits = self.logit_scale_exp() * image_features @ text_features.t()
+        if self.logit_bias is not None:
+            logits = logits + self.logit_bias
         return CLIPOutput(image_features, text_features, logits)

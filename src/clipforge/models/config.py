@@ -77,6 +77,7 @@ class CLIPConfig:
     vision: VisionConfig
     text: TextConfig = field(default_factory=TextConfig)
     init_logit_scale: float = DEFAULT_LOGIT_SCALE
+    init_logit_bias: float | None = None  # set for SigLIP-style models, which learn a bias too
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATION_NAMES:
