@@ -36,3 +36,16 @@ def test_tokenize_prints_ids_ending_in_eot(capsys):
     assert main(["tokenize", "a photo of a cat"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["ids"] == [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
+def test_data_shapes_then_shards_round_trip(tmp_path, capsys):
+    assert main(["data", "shapes", str(tmp_path / "shapes"), "--count", "12", "--shard-size", "5"]) == 0
+    assert len(list((tmp_path / "shapes").glob("*.tar"))) == 3
+    assert main(["data", "shards", str(tmp_path / "shapes"), str(tmp_path / "small"), "--max-side", "32"]) == 0
+    assert "wrote 12 samples" in capsys.readouterr().out
+
+
+def test_train_without_prepared_data_says_to_run_prepare(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CLIPFORGE_DATA", str(tmp_path / "nothing"))
+    assert main(["train", "--output-dir", str(tmp_path / "run"), "--no-progress"]) == 1
+    assert "clipforge data prepare" in capsys.readouterr().err

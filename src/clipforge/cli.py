@@ -6,8 +6,13 @@ import argparse
 import json
 import sys
 
+from pathlib import Path
+
 import clipforge
 from clipforge.checkpoints import CheckpointError, DownloadError
+from clipforge.data.prepare import PrepareError
+from clipforge.data.prepare.obtain import ObtainError
+from clipforge.training.config import add_arguments as add_training_arguments
 
 
 def list_models_command(args: argparse.Namespace) -> None:
@@ -29,6 +34,40 @@ def tokenize_command(args: argparse.Namespace) -> None:
     tokens = clipforge.get_tokenizer(args.model)(args.texts, context_length=args.context_length, truncate=args.truncate)
     for text, row in zip(args.texts, tokens.tolist()):
         print(json.dumps({"text": text, "ids": row[: row.index(max(row)) + 1]}))
+
+
+def data_prepare_command(args: argparse.Namespace) -> None:
+    from clipforge.data.prepare import prepare
+
+    manifest = prepare(args.data_dir, sources=args.sets, force=args.force, progress=not args.no_progress,
+                       workers=args.workers)
+    print(json.dumps(manifest, indent=2))
+
+
+def data_shards_command(args: argparse.Namespace) -> None:
+    from clipforge.data import write_shards
+
+    report = write_shards(args.source, args.out, shard_size=args.shard_size, max_side=args.max_side)
+    print(report.summary())
+
+
+def data_shapes_command(args: argparse.Namespace) -> None:
+    from clipforge.data.shapes import write_shapes_shards
+
+    shards = write_shapes_shards(args.out, args.count, seed=args.seed, split=args.split,
+                                 shard_size=args.shard_size, image_size=args.image_size)
+    print(f"wrote {args.count} {args.split} samples in {len(shards)} shards to {args.out}")
+
+
+def train_command(args: argparse.Namespace) -> None:
+    from clipforge.training.config import config_from_arguments
+    from clipforge.training.trainer import train
+
+    result = train(config_from_arguments(args), resume=args.resume)
+    if result.metrics:
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.metrics.items()}, indent=2))
+    print(f"model:  {result.model_dir}")
+    print(f"report: {result.report}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +94,35 @@ def build_parser() -> argparse.ArgumentParser:
     tokenize.add_argument("--context-length", type=int, default=77)
     tokenize.add_argument("--truncate", action="store_true")
     tokenize.set_defaults(run=tokenize_command)
+
+    data = commands.add_parser("data", help="prepare, convert and generate image-text data").add_subparsers(
+        dest="data_command", required=True)
+    prepare = data.add_parser("prepare", help="fetch the built-in corpus with npm/apt and write it as shards")
+    prepare.add_argument("--data-dir", type=Path, help="default: $CLIPFORGE_DATA or ~/.cache/clipforge/data")
+    prepare.add_argument("--sets", nargs="+", help="twemoji noto tabler mdi openmoji fashion-mnist (default: all)")
+    prepare.add_argument("--force", action="store_true", help="rebuild sets that are already done")
+    prepare.add_argument("--workers", type=int, help="rendering processes (default: one per CPU)")
+    prepare.add_argument("--no-progress", action="store_true")
+    prepare.set_defaults(run=data_prepare_command)
+    shards = data.add_parser("shards", help="convert a table, image folder or shards to WebDataset shards")
+    shards.add_argument("source", help=".csv/.tsv/.jsonl, a folder of images with .txt captions, or .tar shards")
+    shards.add_argument("out", type=Path)
+    shards.add_argument("--shard-size", type=int, default=1000)
+    shards.add_argument("--max-side", type=int, help="shrink images so their longer side is at most this")
+    shards.set_defaults(run=data_shards_command)
+    shapes = data.add_parser("shapes", help="generate the synthetic shapes data as shards")
+    shapes.add_argument("out", type=Path)
+    shapes.add_argument("--count", type=int, default=10000)
+    shapes.add_argument("--seed", type=int, default=0)
+    shapes.add_argument("--split", choices=["train", "heldout"], default="train")
+    shapes.add_argument("--shard-size", type=int, default=1000)
+    shapes.add_argument("--image-size", type=int, default=64)
+    shapes.set_defaults(run=data_shapes_command)
+
+    train = commands.add_parser("train", help="train a CLIP model (defaults: the built-in corpus, ~10 minutes on 2 cores)")
+    add_training_arguments(train)
+    train.add_argument("--resume", help="a checkpoint path, or 'latest' in --output-dir")
+    train.set_defaults(run=train_command)
     return parser
 
 
@@ -62,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (CheckpointError, DownloadError, FileNotFoundError, ValueError) as error:
+    except (CheckpointError, DownloadError, FileNotFoundError, ValueError, PrepareError, ObtainError) as error:
         print(f"clipforge {args.command}: {error}", file=sys.stderr)
         return 1
     return 0

@@ -1,0 +1,59 @@
+"""`builtin:` data specs: the sets `clipforge data prepare` wrote, found through its manifest.
+
+`builtin:train` and `builtin:eval` name every set of that split; `builtin:<set>` one set.
+Any other spec is a path that `open_source` reads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .prepare import default_data_dir
+
+PREFIX = "builtin:"
+
+
+def builtin_sets(spec: str, data_dir: Path | None = None) -> dict[str, list[Path]]:
+    """Set name -> its shard files, for a `builtin:` spec."""
+    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    manifest_path = data_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"no prepared data in {data_dir}: run `clipforge data prepare` first "
+                                f"(or set CLIPFORGE_DATA to where it was prepared)")
+    sets = json.loads(manifest_path.read_text())["sets"]
+    wanted = spec[len(PREFIX):]
+    chosen = {name: entry for name, entry in sets.items() if wanted in (name, entry.get("split"))}
+    if not chosen:
+        raise ValueError(f"{spec!r} matches no prepared set; have {sorted(sets)} and splits train, eval")
+    return {name: [data_dir / shard["file"] for shard in entry["shards"]] for name, entry in chosen.items()}
+
+
+def resolve_training_source(specs: Sequence[str], data_dir: Path | None = None) -> Any:
+    """One source for training: the shards of all `builtin:` specs and `.tar` paths together, or a
+    single other path (a table or an image folder)."""
+    shards: list[str] = []
+    others: list[str] = []
+    for spec in specs:
+        if spec.startswith(PREFIX):
+            shards += [str(path) for paths in builtin_sets(spec, data_dir).values() for path in paths]
+        elif spec.endswith(".tar"):
+            shards.append(spec)
+        else:
+            others.append(spec)
+    if others and (shards or len(others) > 1):
+        raise ValueError(f"tables and image folders train alone; got {list(specs)} (convert them to shards to mix)")
+    return others[0] if others else shards
+
+
+def resolve_eval_sources(specs: Sequence[str], data_dir: Path | None = None) -> dict[str, Any]:
+    """Set name -> source for evaluation; a plain path is named after its file or folder."""
+    sources: dict[str, Any] = {}
+    for spec in specs:
+        if spec.startswith(PREFIX):
+            sources.update({name: [str(p) for p in paths] for name, paths in builtin_sets(spec, data_dir).items()})
+        else:
+            sources[Path(spec).stem] = spec
+    return sources

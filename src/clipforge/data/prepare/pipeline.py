@@ -1,0 +1,141 @@
+"""`prepare`: fetch each built-in set's package, convert it to WebDataset shards under `data_dir/<set>/`,
+and record it in `data_dir/manifest.json`.
+
+A set whose shards still match the manifest (same package version, same rules, same checksums) is
+skipped; `force=True` rebuilds it. A set is built in a hidden folder and swapped in only when complete,
+and a failing set is reported after the others are done, so no failure costs a finished set.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import emoji
+from tqdm import tqdm
+
+from ...checkpoints.download import cache_dir
+from ..shard_writer import ShardWriter
+from . import fashion_mnist, manifest, mdi, noto, openmoji, tabler, twemoji
+from .captions import CAPTION_RULES_VERSION
+from .emoji_concepts import HELD_OUT_PERCENT, TRAINED_EMOJI_VERSION
+from .obtain import obtain
+from .pictures import BrokenPicture, encode_png
+from .source import Source
+
+DATA_ENV = "CLIPFORGE_DATA"
+DOWNLOADS = "_downloads"
+SHARD_SIZE = 1000
+SOURCES: dict[str, Source] = {source.name: source for source in (
+    twemoji.SOURCE, noto.SOURCE, tabler.SOURCE, mdi.SOURCE, openmoji.SOURCE, fashion_mnist.SOURCE)}
+RULES = {"captions": CAPTION_RULES_VERSION,
+         "held_out": f"sha256 below {HELD_OUT_PERCENT}%, trained up to Emoji {TRAINED_EMOJI_VERSION}",
+         "emoji_names": f"emoji {emoji.__version__}"}
+
+
+class PrepareError(RuntimeError):
+    """Some sets failed; the message names each with its error, and finished sets stay in the manifest."""
+
+
+def default_data_dir() -> Path:
+    """`$CLIPFORGE_DATA`, else the `data` folder of the clipforge cache."""
+    return Path(os.environ[DATA_ENV]).expanduser() if os.environ.get(DATA_ENV) else cache_dir() / "data"
+
+
+def prepare(data_dir: Path | None = None, sources: list[str] | None = None, force: bool = False,
+            progress: bool = True, workers: int | None = None) -> dict[str, Any]:
+    """Prepare the named sets (default: all of `SOURCES`) and return the manifest.
+
+    `workers` processes draw the pictures (default: one per CPU; 1 draws in this process). Raises
+    PrepareError after trying every set if any failed.
+    """
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    names = list(SOURCES) if sources is None else list(sources)
+    if unknown := [name for name in names if name not in SOURCES]:
+        raise ValueError(f"unknown sets {unknown}; the built-in sets are {list(SOURCES)}")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    record = manifest.load(data_dir)
+    failures: dict[str, Exception] = {}
+    for name in names:
+        source = SOURCES[name]
+        if not force and manifest.is_current(record["sets"].get(name), data_dir, provenance(source)):
+            if progress:
+                print(f"{name}: up to date", file=sys.stderr)
+            continue
+        try:
+            record["sets"][name] = build_set(source, data_dir, workers, progress)
+        except Exception as error:  # any failure of one set must leave the other sets to finish
+            failures[name] = error
+            continue
+        manifest.save(data_dir, record)
+    if failures:
+        raise PrepareError("could not prepare " + "; ".join(f"{name}: {error}" for name, error in failures.items()))
+    return record
+
+
+def provenance(source: Source) -> dict[str, Any]:
+    """The manifest fields that must match for a built set to count as current."""
+    package = source.package
+    return {"source": {"client": package.client, "package": package.name, "version": package.version},
+            "rules": RULES}
+
+
+def build_set(source: Source, data_dir: Path, workers: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Fetch, list, draw and write one set; return its manifest entry."""
+    started = time.monotonic()
+    root = obtain(source.package, data_dir / DOWNLOADS)
+    fetched = time.monotonic()
+    listing = source.list_items(root)
+    skipped = Counter(listing.skipped)
+    building, final = data_dir / f".{source.name}.partial", data_dir / source.name
+    shutil.rmtree(building, ignore_errors=True)
+    try:
+        with ShardWriter(building, SHARD_SIZE) as writer, _mapper(workers) as mapped:
+            results = mapped(partial(_encode, source.draw), (item.picture for item in listing.items))
+            for item, png in tqdm(zip(listing.items, results), total=len(listing.items), desc=source.name,
+                                  unit="img", disable=not progress):
+                if isinstance(png, str):
+                    skipped[png] += 1
+                else:
+                    writer.write(item.key, png, "png", item.meta["captions"][0], item.meta)
+        if writer.count == 0:
+            raise ValueError(f"no {source.name} picture could be drawn from {root}")
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(building, final)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    shards = manifest.shard_records(sorted(final.glob("shard-*.tar")), data_dir)
+    return {**provenance(source), "licence": source.licence, "split": source.split, "samples": writer.count,
+            "skipped": sum(skipped.values()), "skipped_reasons": dict(skipped),
+            "held_out_concepts": len(listing.held_out), "bytes": sum(shard["bytes"] for shard in shards),
+            "shards": shards,
+            "seconds": {"fetch": round(fetched - started, 1), "convert": round(time.monotonic() - fetched, 1)}}
+
+
+def _encode(draw: Callable[[Any], Any], picture: Any) -> bytes | str:
+    """PNG bytes, or the reason the picture was skipped: a broken picture is never fatal."""
+    try:
+        return encode_png(draw(picture))
+    except BrokenPicture as error:
+        return str(error)
+    except Exception as error:  # whatever a malformed SVG, PNG or glyph raises, skip it and count why
+        return f"unreadable ({type(error).__name__})"
+
+
+@contextmanager
+def _mapper(workers: int | None) -> Iterator[Callable[[Callable, Iterable], Iterator]]:
+    """An order-keeping lazy map: in this process for one worker, else over a process pool."""
+    if workers == 1:
+        yield map
+        return
+    with multiprocessing.Pool(workers) as pool:
+        yield lambda function, values: pool.imap(function, values, chunksize=16)
