@@ -290,3 +290,15 @@ def test_write_shards_shrinks_images_to_max_side_and_keeps_jpeg_as_jpeg(tmp_path
         scale = min(1, 16 / max(image.size))
         expected = tuple(round(side * scale) for side in image.size)
         assert sizes[caption] == expected and max(sizes[caption]) <= 16
+
+
+def test_shard_streams_are_shuffled_across_shards_by_the_buffer(tmp_path):
+    make_shards(tmp_path, 40, shard_size=10)
+    split = Split(0, 0, 0, 1, 0, 1, 8)
+    shuffled_keys = [pending().key for pending in ShardSource(tmp_path, shuffle_buffer=40).partition(split)]
+    plain_keys = [pending().key for pending in ShardSource(tmp_path, shuffle_buffer=1).partition(split)]
+    assert sorted(shuffled_keys) == sorted(plain_keys) == [f"{i:06d}" for i in range(40)]
+    first_batch_shards = {int(key) // 10 for key in shuffled_keys[:8]}
+    assert len(first_batch_shards) > 1 and shuffled_keys != plain_keys
+    again = [pending().key for pending in ShardSource(tmp_path, shuffle_buffer=40).partition(split)]
+    assert again == shuffled_keys

@@ -239,6 +239,7 @@ def test_noto_needs_pillow_text_layout_for_emoji_sequences(tmp_path, monkeypatch
         SOURCES["noto"].list_items(tmp_path)
 
 
+@pytest.mark.slow
 def test_noto_refuses_an_emoji_missing_from_the_font() -> None:
     font = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
     prepared = default_data_dir() / "_downloads" / "apt" / f"fonts-noto-color-emoji-{SOURCES['noto'].package.version}"

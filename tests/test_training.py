@@ -155,3 +155,9 @@ def test_two_processes_with_batch_b_match_one_process_with_batch_2b(shapes_data,
     one, two = clipforge.load_model(single.model_dir), clipforge.load_model(tmp_path / "double" / "model")
     for (name, a), b in zip(one.state_dict().items(), two.state_dict().values()):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_a_new_run_refuses_to_mix_with_an_earlier_runs_checkpoints(shapes_data, tmp_path):
+    train(tiny_config(shapes_data, tmp_path / "run", steps=2, eval_data=[]))
+    with pytest.raises(FileExistsError, match="--resume latest"):
+        train(tiny_config(shapes_data, tmp_path / "run", steps=2, eval_data=[]))

@@ -64,8 +64,11 @@ def train_command(args: argparse.Namespace) -> None:
     from clipforge.training.trainer import train
 
     result = train(config_from_arguments(args), resume=args.resume)
-    if result.metrics:
-        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.metrics.items()}, indent=2))
+    headline = {key: value for key, value in result.metrics.items()
+                if key.endswith(("R@1", "R@5", "R@10", "top1", "top5", "loss"))}
+    for key, value in headline.items():
+        print(f"{key:45s} {value:8.2f}")
+    print(f"metrics: {result.model_dir.parent / 'metrics.jsonl'}")
     print(f"model:  {result.model_dir}")
     print(f"report: {result.report}")
 
@@ -130,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (CheckpointError, DownloadError, FileNotFoundError, ValueError, PrepareError, ObtainError) as error:
+    except (CheckpointError, DownloadError, FileNotFoundError, FileExistsError, ValueError, PrepareError,
+            ObtainError) as error:
         print(f"clipforge {args.command}: {error}", file=sys.stderr)
         return 1
     return 0

@@ -12,6 +12,10 @@ shard from r, and its worker w every `num_workers`-th of those from w, so the st
 every shard is read once. Ranks with unequal shard counts get unequal streams; for that case
 `resampled=True` draws shards with replacement, each (rank, worker) with its own seeded generator,
 `samples_per_epoch` samples over all ranks (endless when None).
+
+Shards are usually written in some order (by name, by source), so a batch cut from a plain stream
+would hold near-duplicates; each stream therefore passes through a seeded shuffle buffer of
+`shuffle_buffer` samples (their bytes, not decoded images), which keeps counts and resume exact.
 """
 
 from __future__ import annotations
@@ -110,10 +114,32 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo | None) -> bytes 
     return None if member is None else tar.extractfile(member).read()
 
 
+def shuffled(stream: Iterator[PendingSample], buffer_size: int, generator: np.random.Generator
+             ) -> Iterator[PendingSample]:
+    """The stream's samples in a seeded random order, drawn from a buffer of `buffer_size` read samples."""
+    if buffer_size <= 1:
+        yield from stream
+        return
+    buffer: list[RawSample] = []
+    for pending in stream:
+        buffer.append(pending())
+        if len(buffer) >= buffer_size:
+            index = int(generator.integers(len(buffer)))
+            buffer[index], buffer[-1] = buffer[-1], buffer[index]
+            yield partial(_identity, buffer.pop())
+    for index in generator.permutation(len(buffer)):
+        yield partial(_identity, buffer[index])
+
+
+def _identity(sample: RawSample) -> RawSample:
+    return sample
+
+
 class ShardSource:
     """Samples streamed from tar shards; see the module docstring for the split and resampling."""
 
-    def __init__(self, shards: ShardSpec, resampled: bool = False, samples_per_epoch: int | None = None) -> None:
+    def __init__(self, shards: ShardSpec, resampled: bool = False, samples_per_epoch: int | None = None,
+                 shuffle_buffer: int = 5000) -> None:
         self.shards = expand_shards(shards)
         if not self.shards:
             raise ValueError(f"no .tar shards in {shards!r}")
@@ -124,6 +150,7 @@ class ShardSource:
             raise ValueError("samples_per_epoch sets the length of a resampled epoch; pass resampled=True")
         self.resampled = resampled
         self.samples_per_epoch = samples_per_epoch
+        self.shuffle_buffer = shuffle_buffer
 
     def __iter__(self) -> Iterator[RawSample]:
         """Every sample of every shard once, in the listed order."""
@@ -134,8 +161,11 @@ class ShardSource:
 
     def partition(self, split: Split) -> Iterator[PendingSample]:
         if self.resampled:
-            return islice(self._draws(split), self.partition_sizes(split)[split.worker])
-        return chain.from_iterable(map(read_shard, self._worker_shards(split, split.worker)))
+            stream = islice(self._draws(split), self.partition_sizes(split)[split.worker])
+        else:
+            stream = chain.from_iterable(map(read_shard, self._worker_shards(split, split.worker)))
+        generator = np.random.default_rng((split.seed, split.epoch, split.rank, split.worker, 1))
+        return shuffled(stream, self.shuffle_buffer, generator)
 
     def partition_sizes(self, split: Split) -> list[float]:
         """Samples in each worker's stream of `split.rank` (`math.inf` for endless resampling); counting

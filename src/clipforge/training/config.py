@@ -26,11 +26,11 @@ class TrainConfig:
     caption_choice: str = "random"  # "random": one of the sample's captions per epoch; "txt": always key.txt
     workers: int = 1
     # schedule
-    steps: int = 600
-    batch_size: int = 256
+    steps: int = 1000  # defaults: the recipe chosen by measured runs (docs/training.md), ~10 min on 2 cores
+    batch_size: int = 128
     accum_freq: int = 1  # micro-batches per step; features are cached so negatives span the full batch
     lr: float = 2e-3
-    warmup_steps: int = 60
+    warmup_steps: int = 50
     min_lr_ratio: float = 0.0
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -47,9 +47,9 @@ class TrainConfig:
     # bookkeeping
     seed: int = 0
     output_dir: str = "runs/default"
-    checkpoint_every: int = 100
+    checkpoint_every: int = 200
     keep_checkpoints: int = 2
-    eval_every: int = 200
+    eval_every: int = 500
     log_every: int = 10
     device: str | None = None
     progress: bool = True

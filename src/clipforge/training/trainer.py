@@ -48,9 +48,14 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     start = _restore(out, resume) if resume else None
     if start is not None:  # the saved options win: a changed schedule could not continue exactly
         config = TrainConfig.from_dict({**start["config"], "progress": config.progress, "device": config.device})
+    elif latest_checkpoint(out / "checkpoints") is not None:
+        raise FileExistsError(f"{out} holds checkpoints of an earlier run: pass --resume latest to continue "
+                              f"it, or choose another --output-dir")
     if context.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        if start is None:  # an earlier attempt that died before its first checkpoint left nothing to keep
+            (out / "metrics.jsonl").unlink(missing_ok=True)
     torch.manual_seed(config.seed)
 
     train_source = resolve_training_source(config.train_data)
@@ -71,6 +76,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     eval_suite = EvalSuite.load(resolve_eval_sources(config.eval_data), transform) if context.is_main and config.eval_data else None
 
     metrics_file = out / "metrics.jsonl"
+    tensorboard = _tensorboard_writer(out) if context.is_main else None
     history = _read_history(metrics_file, upto=step) if start is not None else []
     bar = tqdm(total=config.steps, initial=step, disable=not (config.progress and context.is_main), unit="step")
     autocast = torch.autocast(context.device.type, dtype=torch.bfloat16,
@@ -100,6 +106,9 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
             history.append(record)
             with open(metrics_file, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
+            if tensorboard is not None:
+                for key, value in record.items():
+                    tensorboard.add_scalar(key, value, step)
         if context.is_main and (step % config.checkpoint_every == 0 or step == config.steps):
             save_checkpoint(out / "checkpoints", step, {
                 "config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -107,6 +116,8 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
             }, keep=config.keep_checkpoints)
         bar.update(1)
     bar.close()
+    if tensorboard is not None:
+        tensorboard.close()
     if skips.total and context.is_main:
         print(f"skipped bad training samples: {skips.summary()}")
 
@@ -189,6 +200,15 @@ def _batches(config: TrainConfig, context: DistributedContext, source: Any, tran
             yield epoch, loader.position, images, tokens
         skips.merge(loader.skips)
         epoch, batch_in_epoch = epoch + 1, 0
+
+
+def _tensorboard_writer(out: Path) -> Any:
+    """A TensorBoard writer when the `tensorboard` package is installed; metrics.jsonl either way."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
 
 
 def _common_batch(images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,75 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clipforge.evaluation.retrieval import retrieval_metrics
+from clipforge.evaluation.suite import classification_metrics
+from clipforge.evaluation.zeroshot import ZeroShotClassifier
+from clipforge.models import create_model
+
+
+def test_retrieval_metrics_on_a_case_with_known_ranks():
+    images = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
+    # caption 0 -> image 0 (rank 1); caption 1 -> image 1 (rank 1); caption 2 -> image 2, but image 0
+    # scores higher for it (0.981 vs 0.832), so rank 2
+    texts = torch.tensor([[1.0, 0.05], [0.0, 1.0], [1.0, 0.2]])
+    metrics = retrieval_metrics(images, texts, torch.tensor([0, 1, 2]), ks=(1, 2))
+    assert metrics["text_to_image_R@1"] == pytest.approx(200 / 3)
+    assert metrics["text_to_image_R@2"] == pytest.approx(100.0)
+    assert metrics["text_to_image_median_rank"] == 1.0
+    assert metrics["text_to_image_mean_rank"] == pytest.approx(4 / 3)
+    # every image's own caption is its best: image 0 scores 0.999 / 0 / 0.981, image 2 (0.7, 0.7)
+    # scores 0.74 / 0.71 / 0.83 for captions 0, 1, 2
+    assert metrics["image_to_text_R@1"] == pytest.approx(100.0)
+    assert metrics["image_to_text_mean_rank"] == pytest.approx(1.0)
+
+
+def test_retrieval_with_several_captions_per_image_counts_the_best_one():
+    images = torch.eye(3)
+    texts = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    owners = torch.tensor([0, 0, 2, 1])  # image 0 has a wrong-looking caption and a right one
+    metrics = retrieval_metrics(images, texts, owners, ks=(1,))
+    assert metrics["image_to_text_R@1"] == pytest.approx(100.0)
+    assert metrics["text_to_image_R@1"] == pytest.approx(75.0)
+
+
+def test_classification_metrics_on_a_tiny_case():
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 2.0, 1.0], [2.0, 0.0, 1.0], [0.0, 1.0, 2.0]])
+    target = torch.tensor([0, 1, 1, 2])
+    metrics = classification_metrics(logits, target, 3)
+    assert metrics["top1"] == pytest.approx(75.0)
+    assert metrics["mean_per_class_recall"] == pytest.approx((100 + 50 + 100) / 3)
+    assert "top5" not in metrics
+
+
+class TokenByTemplate:
+    """A stand-in tokenizer: a prompt becomes [sot, hash, eot] so the model embeds it; the test
+    compares the classifier's class embeddings with the same arithmetic done by hand."""
+
+    def __call__(self, texts, context_length, truncate=True):
+        tokens = torch.zeros(len(texts), context_length, dtype=torch.long)
+        for row, text in enumerate(texts):
+            tokens[row, :3] = torch.tensor([598, 1 + sum(map(ord, text)) % 500, 599])
+        return tokens
+
+
+def test_prompt_ensemble_averages_normalized_template_embeddings_then_renormalizes():
+    torch.manual_seed(0)
+    model = create_model({"embed_dim": 16, "activation": "gelu",
+                          "vision": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16},
+                          "text": {"context_length": 8, "vocab_size": 600, "width": 32, "layers": 1}})
+    templates, classes = ["a {}.", "a photo of a {}.", "{}"], ["cat", "dog"]
+    tokenizer = TokenByTemplate()
+    classifier = ZeroShotClassifier(model, classes, templates, tokenizer)
+    with torch.no_grad():
+        expected = []
+        for name in classes:
+            prompts = tokenizer([t.format(name) for t in templates], 8)
+            embeddings = F.normalize(model.encode_text(prompts), dim=-1)
+            expected.append(F.normalize(embeddings.mean(dim=0), dim=-1))
+        torch.testing.assert_close(classifier.class_embeddings, torch.stack(expected))
+        image_features = torch.randn(4, 16)
+        probabilities = classifier.predict_proba(image_features)
+        by_hand = (model.logit_scale.exp() * F.normalize(image_features, dim=-1) @ torch.stack(expected).t()).softmax(-1)
+        torch.testing.assert_close(probabilities, by_hand)
+        assert torch.equal(classifier.predict(image_features), by_hand.argmax(-1))
