@@ -2,7 +2,7 @@
 
     bench/setup_peers.sh                       # once: torch 2.14.1 + open_clip + clipforge, outside the repo
     $PEERS_VENV/bin/python bench/training_speed.py [--configs forge-s ViT-B-32] [--batch 128 16]
-                                                   [--steps 5] [--rounds 2] [--threads 2]
+                                                   [--steps 5] [--rounds 4] [--threads 2]
 
 One step is what a trainer does per batch: zero the gradients, encode images and texts, normalize,
 the symmetric contrastive loss, backward, an AdamW step (fused where torch has it), clamp the
@@ -228,6 +228,10 @@ def summarise(name: str, batch: int, runs: list[dict[str, Any]]) -> dict[str, An
             "fused_adamw": mine[0]["fused_adamw"], "parameters": mine[0]["parameters"],
             "seconds_per_step": seconds, "rounds": len(mine)}
     row["ratio"] = row["clipforge"]["samples_per_s"] / row["open_clip"]["samples_per_s"]
+    # Each round's two neighbouring workers, compared alone: their spread shows the machine's noise.
+    rate = {(i // 2, run["implementation"]): batch / statistics.median(run["seconds_per_step"])
+            for i, run in enumerate(runs)}
+    row["ratio_per_round"] = [rate[r, "clipforge"] / rate[r, "open_clip"] for r in range(len(runs) // 2)]
     return row
 
 
@@ -238,7 +242,7 @@ def main() -> None:
                         help="one per config, or one for all (default: forge-s 128, ViT-B-32 16, else 32)")
     parser.add_argument("--steps", type=int, help="timed steps per worker (default: forge-s 5, ViT-B-32 3, else 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per worker before timing")
-    parser.add_argument("--rounds", type=int, default=2, help="workers per implementation, alternating")
+    parser.add_argument("--rounds", type=int, default=4, help="workers per implementation, alternating")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--check", metavar="CONFIG", help=argparse.SUPPRESS)
@@ -287,6 +291,8 @@ def main() -> None:
               f"{row['ratio']:.2f}x | {ours['peak_rss_mib']:.0f} MiB ({ours['rss_after_imports_mib']:.0f}) | "
               f"{theirs['peak_rss_mib']:.0f} MiB ({theirs['rss_after_imports_mib']:.0f}) |")
     print("peak RSS (RSS after imports, before the model is built)")
+    for row in rows:
+        print(f"{row['config']}: ratio per round " + ", ".join(f"{r:.2f}" for r in row["ratio_per_round"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "date": started.isoformat(timespec="seconds"), "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},

@@ -47,7 +47,8 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     out = Path(config.output_dir)
     start = _restore(out, resume) if resume else None
     if start is not None:  # the saved options win: a changed schedule could not continue exactly
-        config = TrainConfig.from_dict({**start["config"], "progress": config.progress, "device": config.device})
+        config = TrainConfig.from_dict({**start["config"], "output_dir": str(out), "progress": config.progress,
+                                        "device": config.device})
     elif latest_checkpoint(out / "checkpoints") is not None:
         raise FileExistsError(f"{out} holds checkpoints of an earlier run: pass --resume latest to continue "
                               f"it, or choose another --output-dir")
