@@ -31,7 +31,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Write `step-XXXXXXX.pt`, then drop all but the newest `keep` checkpoints."""
+    """Write `step-NNNNNNN.pt` (7-digit step), then drop all but the newest `keep` checkpoints."""
     folder.mkdir(parents=True, exist_ok=True)
     path = write_atomically(folder / f"step-{step:07d}.pt", lambda partial: torch.save(state, partial))
     for old in sorted(folder.glob(CHECKPOINT_GLOB))[:-keep]:
