@@ -150,7 +150,7 @@ def train(implementation: str, name: str, batch: int, warmup: int, steps: int, t
         clamp = model.clamp_logit_scale_
     else:
         import clipforge.models  # reads the config; about 13 MiB of the open_clip worker's RSS
-        import open_clip.model
+        import open_clip.model  # noqa: F401  (imported before measuring, so its RSS counts as import cost)
         from open_clip.loss import ClipLoss
 
         rss_after_imports = resident_mib()

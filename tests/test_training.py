@@ -70,7 +70,7 @@ def test_tiny_run_lowers_the_loss_and_saves_a_loadable_model(shapes_data, tmp_pa
 
 
 def test_resume_from_a_checkpoint_repeats_the_uninterrupted_losses(shapes_data, tmp_path):
-    full = train(tiny_config(shapes_data, tmp_path / "full"))
+    train(tiny_config(shapes_data, tmp_path / "full"))
     resumed_dir = tmp_path / "resumed"
     resumed_dir.mkdir()
     (resumed_dir / "checkpoints").mkdir()
