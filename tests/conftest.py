@@ -45,3 +45,11 @@ def random_text_tokens(batch: int, context_length: int, vocab_size: int, lengths
         tokens[row, 1 : length - 1] = torch.randint(1, vocab_size - 2, (length - 2,), generator=generator)
         tokens[row, length - 1] = vocab_size - 1
     return tokens
+
+
+@pytest.fixture(scope="session")
+def colour_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder of a tiny model trained on solid colours ("a red square", ...); see colour_model.py."""
+    from colour_model import train_colour_model
+
+    return train_colour_model(tmp_path_factory.mktemp("colour-model"))
