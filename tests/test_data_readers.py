@@ -27,7 +27,7 @@ from clipforge.data import (
     write_shards,
 )
 from clipforge.data.partition import Split, resume_plan
-from clipforge.images import ImageTransform
+from clipforge.images import ImageTransform, TrainAugment
 
 TRANSFORM = ImageTransform(8)
 TOKENIZER = CharTokenizer()
@@ -236,6 +236,37 @@ def test_random_caption_choice_draws_from_the_metadata_list_anew_each_epoch(tmp_
     assert set(drawn(0)) <= set(alternatives) and len(set(drawn(0))) > 1
     assert drawn(0) == drawn(0) and drawn(0) != drawn(1)
     assert set(drawn(0, "txt")) == {f"caption {i}" for i in range(12)}
+
+
+def test_augmented_batches_depend_on_seed_epoch_and_key_but_not_on_the_worker_split(tmp_path):
+    make_shards(tmp_path, 16, shard_size=4)
+    augment = TrainAugment(crop_scale=0.3, grayscale=0.5)
+
+    def images_by_caption(epoch, workers, augmentation=augment):
+        loader = loader_for(tmp_path, batch_size=4, epoch=epoch, num_workers=workers, augment=augmentation)
+        return {caption: image for images, tokens in loader
+                for caption, image in zip(CharTokenizer.decode(tokens), images)}
+
+    one_worker, two_workers = images_by_caption(0, 0), images_by_caption(0, 2)
+    assert all(torch.equal(one_worker[c], two_workers[c]) for c in one_worker) and len(one_worker) == 16
+    next_epoch, plain = images_by_caption(1, 0), images_by_caption(0, 0, None)
+    assert sum(not torch.equal(one_worker[c], next_epoch[c]) for c in one_worker) > 8
+    assert sum(not torch.equal(one_worker[c], plain[c]) for c in one_worker) > 8
+
+
+def test_train_augment_crops_within_bounds_and_grays(tmp_path):
+    import random
+
+    image = noise_image(40, 20, seed=3)
+    crops = [TrainAugment(crop_scale=0.25, grayscale=0)(image, random.Random(i)) for i in range(50)]
+    area_fractions = [c.width * c.height / (40 * 20) for c in crops]
+    assert all(0.2 <= f <= 1 for f in area_fractions) and min(area_fractions) < 0.5
+    assert len({c.size for c in crops}) > 10
+    gray = np.asarray(TrainAugment(crop_scale=1, grayscale=1)(image, random.Random(0)))
+    assert gray.shape == (20, 40, 3) and (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
+    assert TrainAugment(1, 0).is_identity and not TrainAugment(0.9, 0).is_identity
+    with pytest.raises(ValueError, match="crop_scale"):
+        TrainAugment(crop_scale=0)
 
 
 @pytest.mark.parametrize("kind", ["table with missing images", "unevenly split shards"])

@@ -64,7 +64,8 @@ class ImageTextDataset(IterableDataset):
 
     `caption_choice="random"` draws each sample's caption from its metadata's `"captions"` list, seeded
     by (seed, epoch, key) so it changes with the epoch but not with the worker split; samples without
-    that list keep their `.txt` caption.
+    that list keep their `.txt` caption. `augment(image, rng)` runs before `image_transform` with an RNG
+    seeded the same way.
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class ImageTextDataset(IterableDataset):
         context_length: int = 77,
         skip_batches: int = 0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        augment: Callable[[Image.Image, random.Random], Image.Image] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -98,6 +100,7 @@ class ImageTextDataset(IterableDataset):
         self.caption_choice = caption_choice
         self.context_length = context_length
         self.max_pixels = max_pixels
+        self.augment = augment
 
     def split(self, worker: int = 0, num_workers: int = 1) -> Split:
         return Split(self.seed, self.epoch, self.rank, self.world_size, worker, num_workers, self.batch_size)
@@ -125,7 +128,10 @@ class ImageTextDataset(IterableDataset):
             except SampleError as error:
                 skips.add(error.reason, raw.key)
                 continue
-            images.append(self.image_transform(sample.image))
+            image = sample.image
+            if self.augment is not None:
+                image = self.augment(image, random.Random(f"augment/{self.seed}/{self.epoch}/{sample.key}"))
+            images.append(self.image_transform(image))
             captions.append(self._caption(sample))
         if not images:
             return Batch(None, None, skips)
@@ -183,6 +189,7 @@ def make_loader(
     skip_batches: int = 0,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     pin_memory: bool = False,
+    augment: Callable[[Image.Image, random.Random], Image.Image] | None = None,
     **source_options,
 ) -> ImageTextLoader:
     """A loader over `open_source(source, **source_options)`; see `ImageTextDataset` for the options.
@@ -193,6 +200,6 @@ def make_loader(
     dataset = ImageTextDataset(
         open_source(source, **source_options), image_transform, tokenizer, batch_size, seed=seed, epoch=epoch,
         rank=rank, world_size=world_size, caption_choice=caption_choice, context_length=context_length,
-        skip_batches=skip_batches, max_pixels=max_pixels,
+        skip_batches=skip_batches, max_pixels=max_pixels, augment=augment,
     )
     return ImageTextLoader(dataset, num_workers, pin_memory)

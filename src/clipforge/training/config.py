@@ -25,6 +25,8 @@ class TrainConfig:
     eval_data: list[str] = field(default_factory=lambda: ["builtin:eval"])
     caption_choice: str = "random"  # "random": one of the sample's captions per epoch; "txt": always key.txt
     workers: int = 1
+    augment_crop_scale: float = 1.0  # random crops of this fraction of the area up to all of it; 1 = none
+    augment_grayscale: float = 0.0  # probability of turning a training image grayscale
     # schedule
     steps: int = 1000  # defaults: the recipe chosen by measured runs (docs/training.md), ~10 min on 2 cores
     batch_size: int = 128
@@ -49,7 +51,7 @@ class TrainConfig:
     output_dir: str = "runs/default"
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
-    eval_every: int = 500
+    eval_every: int = 500  # 0: evaluate only at the end
     log_every: int = 10
     device: str | None = None
     progress: bool = True

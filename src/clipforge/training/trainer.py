@@ -23,7 +23,7 @@ from ..data import SampleError, SkipReport, make_loader, open_source
 from ..data.samples import alternative_captions, read_caption, read_metadata
 from ..data.builtin import resolve_eval_sources, resolve_training_source
 from ..evaluation.suite import EvalSuite
-from ..images import ImageTransform
+from ..images import ImageTransform, TrainAugment
 from ..models import CLIP, create_model, get_config
 from ..text import Tokenizer, train_bpe
 from .checkpointing import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -101,7 +101,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
             last_time, samples_since = now, 0
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", temp=f"{math.exp(-record['logit_scale']):.4f}",
                             samples_s=f"{record['samples_per_s']:.0f}")
-        if eval_suite is not None and (step % config.eval_every == 0 or step == config.steps):
+        if eval_suite is not None and (step == config.steps or config.eval_every and step % config.eval_every == 0):
             record.update(eval_suite.evaluate(model, tokenizer))
         if context.is_main:
             history.append(record)
@@ -192,11 +192,12 @@ def _batches(config: TrainConfig, context: DistributedContext, source: Any, tran
     """(epoch, loader position in that epoch, images, tokens) forever; a resumed run starts at the
     saved position, so it sees the batches the uninterrupted run would have seen. Bad samples of
     finished epochs are added to `skips`."""
+    augment = TrainAugment(config.augment_crop_scale, config.augment_grayscale)
     while True:
         loader = make_loader(source, transform, tokenizer, config.batch_size, num_workers=config.workers,
                              seed=config.seed, epoch=epoch, rank=context.rank, world_size=context.world_size,
                              caption_choice=config.caption_choice, context_length=context_length,
-                             skip_batches=batch_in_epoch)
+                             skip_batches=batch_in_epoch, augment=None if augment.is_identity else augment)
         for images, tokens in loader:
             yield epoch, loader.position, images, tokens
         skips.merge(loader.skips)
