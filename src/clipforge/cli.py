@@ -12,6 +12,7 @@ import clipforge
 from clipforge.checkpoints import CheckpointError, DownloadError
 from clipforge.data.prepare import PrepareError
 from clipforge.data.prepare.obtain import ObtainError
+from clipforge.search.commands import add_search_commands
 from clipforge.training.config import add_arguments as add_training_arguments
 
 
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_arguments(train)
     train.add_argument("--resume", help="a checkpoint path, or 'latest' in --output-dir")
     train.set_defaults(run=train_command)
+    add_search_commands(commands)
     return parser
 
 
