@@ -1,97 +1,215 @@
-"""Forward-pass speed: clipforge vs Hugging Face transformers CLIP on the same random weights.
+"""Inference speed: clipforge (float32, int8, bfloat16) vs open_clip and Hugging Face transformers,
+on the same weights, in one process.
 
-    pip install -e .[bench]
-    python bench/forward_speed.py [--models ViT-B-32 small-vit] [--image-batch 32] [--text-batch 256]
+    bench/setup_peers.sh                       # once: torch 2.14.1 + open_clip + transformers + clipforge
+    $PEERS_VENV/bin/python bench/forward_speed.py [--models ViT-B-32 RN50 forge-s] [--image-batch 1 32]
+        [--text-batch 1 256] [--variants fp32 int8] [--repeats 5] [--threads 2]
 
-Both run in this process with the same thread count and the same inputs; embeddings are checked
-to agree before anything is timed. Prints images/s and texts/s (medians over repeats) and the
-ratio clipforge / transformers; writes bench/results/forward.json.
+Every contender gets the same inputs: random images, and token ids with the lengths of real captions
+(bench/captions.py) padded to the context, as a tokenizer hands them over. Before any timing, the
+peers' embeddings must agree with clipforge's float32 ones (largest difference within 1e-4 of the
+largest entry) and clipforge's int8 and bf16 ones must keep cosine >= 0.99 to them. A peer that is
+not installed is left out; transformers has no ResNet tower.
+
+The contenders take turns within each repeat, so a change in the machine's load falls on all of
+them; reported are medians of images/s and texts/s, each ratio to open_clip float32, and achieved
+GFLOP/s (the floating-point work each contender actually runs, counted by torch's FlopCounterMode,
+per second) against this machine's measured matmul peak in float32 and bfloat16. Writes
+bench/results/forward.json and forward.md. Run it on an idle machine: with two threads on two busy
+cores, every OpenMP barrier waits out a scheduler slice and small models slow down a hundredfold.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import datetime
+import importlib.util
 import json
+import os
+import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
-import transformers
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 import clipforge
-from clipforge.checkpoints.huggingface import config_to_huggingface, state_dict_to_huggingface
+from captions import caption_tokens
+from clipforge.models.quantization import quantize_int8
+from peers import huggingface_copy, openclip_copy, perturb_
 
-CAPTION_WORDS = ("a photo of a small red bicycle leaning against an old brick wall at sunset "
-                 "two dogs playing in the snow with a bright blue ball near trees").split()
+RESULTS = Path(__file__).resolve().parent / "results" / "forward.json"
+REFERENCE = "open_clip"  # the issue's goals are ratios to open_clip in float32
+AGREEMENT, MIN_COSINE = 1e-4, 0.99
 
-
-def caption_tokens(tokenizer: clipforge.Tokenizer, count: int, context_length: int) -> torch.Tensor:
-    """Captions of 4 to 20 words, like alt-texts, tokenized to the model's context."""
-    generator = torch.Generator().manual_seed(0)
-    captions = []
-    for _ in range(count):
-        length = int(torch.randint(4, 21, (1,), generator=generator))
-        picks = torch.randint(0, len(CAPTION_WORDS), (length,), generator=generator)
-        captions.append(" ".join(CAPTION_WORDS[i] for i in picks))
-    return tokenizer(captions, context_length=context_length, truncate=True)
+Encoders = dict[str, Callable[[torch.Tensor], torch.Tensor]]  # "image" / "text" -> features
 
 
-def median_rate(run, items: int, repeats: int) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return items / statistics.median(times)
-
-
-def compare(name: str, image_batch: int, text_batch: int, repeats: int) -> dict:
+def contenders(name: str, variants: list[str]) -> dict[str, Encoders]:
+    """clipforge's variants and the installed peers, all holding one set of (perturbed) weights."""
+    torch.manual_seed(0)
     ours = clipforge.create_model(name)
-    theirs = transformers.CLIPModel(transformers.CLIPConfig(**config_to_huggingface(ours.config))).eval()
-    theirs.load_state_dict(state_dict_to_huggingface(ours.state_dict()), strict=False)
-    size = ours.image_size
-    images = torch.randn(image_batch, 3, size, size)
-    text = caption_tokens(clipforge.get_tokenizer(), text_batch, ours.context_length)
-    with torch.inference_mode():
-        agree_images = torch.allclose(ours.encode_image(images[:4]), theirs.get_image_features(pixel_values=images[:4]).pooler_output, atol=1e-4)
-        agree_text = torch.allclose(ours.encode_text(text[:16]), theirs.get_text_features(input_ids=text[:16]).pooler_output, atol=1e-4)
-        if not (agree_images and agree_text):
-            raise SystemExit(f"{name}: embeddings disagree (images {agree_images}, text {agree_text}); not timing")
-        result = {
-            "model": name,
-            "images_per_s": {"clipforge": median_rate(lambda: ours.encode_image(images), image_batch, repeats),
-                             "transformers": median_rate(lambda: theirs.get_image_features(pixel_values=images), image_batch, repeats)},
-            "texts_per_s": {"clipforge": median_rate(lambda: ours.encode_text(text), text_batch, repeats),
-                            "transformers": median_rate(lambda: theirs.get_text_features(input_ids=text), text_batch, repeats)},
-        }
-    for kind in ("images_per_s", "texts_per_s"):
-        result[kind]["ratio"] = result[kind]["clipforge"] / result[kind]["transformers"]
-    return result
+    perturb_(ours, scale=0.02)  # CLIP's init zeroes each bottleneck's last BatchNorm: make every path count
+    found: dict[str, Encoders] = {"clipforge": {"image": ours.encode_image, "text": ours.encode_text}}
+    if "int8" in variants:
+        int8 = quantize_int8(ours)
+        found["clipforge int8"] = {"image": int8.encode_image, "text": int8.encode_text}
+    if "bf16" in variants:
+        bf16 = copy.deepcopy(ours).to(torch.bfloat16)
+        found["clipforge bf16"] = {"image": lambda x: bf16.encode_image(x.to(torch.bfloat16)),
+                                   "text": bf16.encode_text}
+    if importlib.util.find_spec("open_clip"):
+        theirs = openclip_copy(ours, name)
+        found["open_clip"] = {"image": theirs.encode_image, "text": theirs.encode_text}
+    hf = huggingface_copy(ours) if importlib.util.find_spec("transformers") else None
+    if hf is not None:
+        found["transformers"] = {"image": lambda x: hf.get_image_features(pixel_values=x).pooler_output,
+                                 "text": lambda t: hf.get_text_features(input_ids=t).pooler_output}
+    return found
+
+
+def check_agreement(name: str, kind: str, outputs: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Peers: largest difference relative to clipforge's largest entry; clipforge variants: least cosine."""
+    reference = outputs["clipforge"].float()
+    report = {}
+    for contender, features in outputs.items():
+        if contender == "clipforge":
+            continue
+        if contender.startswith("clipforge "):
+            report[contender] = F.cosine_similarity(features.float(), reference).min().item()
+            ok = report[contender] >= MIN_COSINE
+        else:
+            report[contender] = ((features.float() - reference).abs().max() / reference.abs().max()).item()
+            ok = report[contender] <= AGREEMENT
+        if not ok:
+            raise SystemExit(f"{name} {kind}: {contender} disagrees with clipforge ({report[contender]:.3g}); "
+                             "not timing")
+    return report
+
+
+def flops(encode: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        encode(inputs)
+    return counter.get_total_flops()
+
+
+def time_contenders(encoders: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median seconds per call of each, the contenders taking turns within every repeat."""
+    for run in encoders.values():
+        run()  # warm-up
+    seconds: dict[str, list[float]] = {contender: [] for contender in encoders}
+    for _ in range(repeats):
+        for contender, run in encoders.items():
+            start = time.perf_counter()
+            run()
+            seconds[contender].append(time.perf_counter() - start)
+    return {contender: statistics.median(values) for contender, values in seconds.items()}
+
+
+def matmul_peak(dtype: torch.dtype, size: int, repeats: int = 3) -> float:
+    """GFLOP/s of one square matmul, the best of `repeats` after a warm-up."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _seconds(run: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def measure(name: str, variants: list[str], image_batches: list[int], text_batches: list[int],
+            repeats: int) -> list[dict[str, Any]]:
+    found = contenders(name, variants)
+    config = clipforge.models.get_config(name)
+    size, context, vocab = config.vision.image_size, config.text.context_length, config.text.vocab_size
+    rows = []
+    for kind, batches in (("image", image_batches), ("text", text_batches)):
+        for batch in batches:
+            if kind == "image":
+                inputs, lengths = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0)), None
+            else:
+                inputs, lengths = caption_tokens(batch, context, vocab)
+            with torch.inference_mode():
+                outputs = {contender: encoders[kind](inputs) for contender, encoders in found.items()}
+                agreement = check_agreement(name, kind, outputs)
+                work = {contender: flops(encoders[kind], inputs) for contender, encoders in found.items()}
+                work.update({c: work["clipforge"] for c in work if c.startswith("clipforge ")})  # int8 goes uncounted
+                seconds = time_contenders({contender: (lambda e=encoders[kind]: e(inputs))
+                                           for contender, encoders in found.items()}, repeats)
+            per_s = {contender: batch / s for contender, s in seconds.items()}
+            rows.append({"model": name, "kind": kind, "batch": batch, "text_lengths": lengths,
+                         "per_s": per_s, "agreement": agreement,
+                         "gflop_per_call": {c: w / 1e9 for c, w in work.items()},
+                         "gflop_per_s": {c: work[c] / seconds[c] / 1e9 for c in seconds},
+                         "ratio_to_open_clip": ({c: per_s[c] / per_s[REFERENCE] for c in per_s}
+                                                if REFERENCE in per_s else None)})
+            print(f"{name} {kind} batch {batch}: " + ", ".join(f"{c} {v:.1f}/s" for c, v in per_s.items()), flush=True)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], peaks: dict[str, float], header: str) -> str:
+    contenders_seen = list(dict.fromkeys(c for row in rows for c in row["per_s"]))
+    lines = [header, "",
+             f"matmul peak measured here: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s", "",
+             "| model | what | batch | " + " | ".join(contenders_seen) + " |",
+             "|---|---|---|" + "---|" * len(contenders_seen)]
+    for row in rows:
+        cells = []
+        for contender in contenders_seen:
+            if contender not in row["per_s"]:
+                cells.append("-")
+                continue
+            ratio = f" ({row['ratio_to_open_clip'][contender]:.2f}x)" if row["ratio_to_open_clip"] else ""
+            cells.append(f"{row['per_s'][contender]:.1f}{ratio}, {row['gflop_per_s'][contender]:.0f} GFLOP/s")
+        what = "images/s" if row["kind"] == "image" else (
+            f"texts/s ({row['text_lengths']['mean_length']:.1f} / {row['text_lengths']['max_length']} tokens of "
+            f"{row['text_lengths']['context_length']})")
+        lines.append(f"| {row['model']} | {what} | {row['batch']} | " + " | ".join(cells) + " |")
+    lines += ["", "Ratios in brackets are to open_clip float32. GFLOP/s count each contender's own work "
+              "(open_clip and transformers run every padded position; clipforge only up to each length group's "
+              "last end token; clipforge's int8 and bf16 are credited with its float32 work)."]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["ViT-B-32", "small-vit"])
-    parser.add_argument("--image-batch", type=int, default=32)
-    parser.add_argument("--text-batch", type=int, default=256)
+    parser.add_argument("--models", nargs="+", default=["ViT-B-32", "RN50", "forge-s"])
+    parser.add_argument("--image-batch", nargs="+", type=int, default=[1, 32])
+    parser.add_argument("--text-batch", nargs="+", type=int, default=[1, 256])
+    parser.add_argument("--variants", nargs="*", default=["fp32", "int8"], choices=["fp32", "int8", "bf16"],
+                        help="clipforge's besides float32 (which always runs): int8 dynamic quantization, bf16 weights")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "forward.json")
+    parser.add_argument("--peak-size", type=int, default=1024, help="side of the square matmuls that measure the peak")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = [compare(name, args.image_batch, args.text_batch, args.repeats) for name in args.models]
-    print(f"fp32, {args.threads} threads, images batch {args.image_batch}, texts batch {args.text_batch} x 77 positions")
-    print("| model | what | clipforge | transformers | ratio |\n|---|---|---|---|---|")
-    for result in results:
-        for kind in ("images_per_s", "texts_per_s"):
-            row = result[kind]
-            print(f"| {result['model']} | {kind.replace('_per_s', '/s')} | {row['clipforge']:.1f} | "
-                  f"{row['transformers']:.1f} | {row['ratio']:.2f}x |")
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load_before = os.getloadavg()
+    peaks = {"fp32": matmul_peak(torch.float32, args.peak_size), "bf16": matmul_peak(torch.bfloat16, args.peak_size)}
+    rows = [row for name in args.models
+            for row in measure(name, args.variants, args.image_batch, args.text_batch, args.repeats)]
+    header = (f"{args.threads} threads, median of {args.repeats} interleaved repeats; torch {torch.__version__}, "
+              f"{torch.backends.cpu.get_cpu_capability()}; load average before {load_before[0]:.2f}, "
+              f"after {os.getloadavg()[0]:.2f}")
+    table = markdown(rows, peaks, header)
+    print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"threads": args.threads, "torch": torch.__version__,
-                                    "transformers": transformers.__version__, "results": results}, indent=2))
+    args.out.with_suffix(".md").write_text(table)
+    args.out.write_text(json.dumps({
+        "date": started.isoformat(timespec="seconds"), "threads": args.threads, "repeats": args.repeats,
+        "python": platform.python_version(), "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "matmul_peak_gflop_per_s": peaks,
+        "load_average_before": load_before, "load_average_after": os.getloadavg(), "results": rows}, indent=2))
 
 
 if __name__ == "__main__":

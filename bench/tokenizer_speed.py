@@ -1,14 +1,15 @@
 """Captions per second of clipforge's tokenizer against open_clip's pure-Python SimpleTokenizer.
 
-Usage: python bench/tokenizer_speed.py [--n 10000] [--repeats 5] [--batch 256]
+Usage: python bench/tokenizer_speed.py [--n 10000] [--repeats 5] [--batch 256] [--out PATH]
 
 open_clip imports torchvision at package import, so its tokenizer module is loaded by file path;
 install it without dependencies first:
 
     pip install --no-deps open_clip_torch
 
-Both tokenizers read the same merges (../shared/data when present, else clipforge's download
-cache), run in one process with the same torch thread count, and must produce identical tensors
+The captions are the built-in corpus's when it is prepared (`CLIPFORGE_DATA`), else generated
+COCO-like ones (bench/captions.py). Both tokenizers read the same merges (../shared/data when
+present, else clipforge's download cache), run in one process with the same torch thread count, and must produce identical tensors
 before any timing. Results go to bench/results/tokenizer.json.
 """
 
@@ -18,7 +19,6 @@ import argparse
 import importlib.util
 import json
 import platform
-import random
 import statistics
 import time
 from collections.abc import Callable
@@ -26,49 +26,12 @@ from pathlib import Path
 
 import torch
 
-from clipforge.checkpoints.download import fetch
+from captions import benchmark_captions, openai_merges
 from clipforge.text import Tokenizer
-from clipforge.text.tokenizer import OPENAI_BPE_SHA256, OPENAI_BPE_URL
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results" / "tokenizer.json"
-
-SUBJECTS = ["dog", "cat", "woman", "man", "child", "bird", "horse", "car", "bicycle", "train", "boat",
-            "group of people", "chef", "skateboarder", "giraffe", "elephant", "teddy bear", "laptop",
-            "plate of food", "pizza", "surfer", "tennis player", "red double-decker bus", "kitten"]
-ADJECTIVES = ["small", "large", "brown", "white", "black", "happy", "old", "young", "colorful", "wet",
-              "fluffy", "shiny", "wooden", "vintage", "tiny", "muddy", "sleepy", "bright"]
-ACTIONS = ["sitting on", "running across", "standing next to", "jumping over", "lying on", "looking at",
-           "riding", "holding", "walking along", "parked beside", "flying above", "eating"]
-PLACES = ["a grassy field", "the beach", "a busy street", "a wooden table", "the snow", "a kitchen counter",
-          "an empty parking lot", "the river bank", "a city park", "a mountain trail", "the sidewalk"]
-EXTRAS = ["at sunset", "in the rain", "on a sunny day", "at night", "during winter", "with friends",
-          "in front of a building", "while people watch", "near the water"]
-TEMPLATES = [
-    "a photo of a {adj} {subj}.",
-    "A {adj} {subj} {act} {place} {extra}.",
-    "{subj} {act} {place}",
-    "Two {subj}s {act} {place}, {extra}!",
-    "there are {num} {adj} {subj}s {act} {place}",
-    "Close-up of the {subj}'s face; it's {adj} and {adj2}.",
-    "{Adj} {subj} {act} {place} -- taken {extra} (photo #{num}{num2})",
-    "An image showing a {subj} {act} {place}. The {subj} looks {adj}.",
-]
-
-
-def generated_captions(n: int, seed: int = 0) -> list[str]:
-    """Varied COCO-like captions, reproducible from `seed`."""
-    rng = random.Random(seed)
-    captions = []
-    for _ in range(n):
-        adj = rng.choice(ADJECTIVES)
-        captions.append(rng.choice(TEMPLATES).format(
-            adj=adj, Adj=adj.capitalize(), adj2=rng.choice(ADJECTIVES), subj=rng.choice(SUBJECTS),
-            act=rng.choice(ACTIONS), place=rng.choice(PLACES), extra=rng.choice(EXTRAS),
-            num=rng.randint(2, 12), num2=rng.randint(0, 99),
-        ))
-    return captions
 
 
 def reference_cases() -> list[dict]:
@@ -114,17 +77,18 @@ def check_ids(ours: Tokenizer, peer, cases: list[dict], captions: list[str]) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=10000, help="generated captions (the shared cases are added)")
+    parser.add_argument("--n", type=int, default=10000,
+                        help="captions of the built-in corpus, or generated ones without it (the shared cases are added)")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes after one warm-up pass")
     parser.add_argument("--batch", type=int, default=256, help="captions per call")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    merges = SHARED_DATA / "openai-clip" / "bpe_simple_vocab_16e6.txt.gz"
-    if not merges.exists():
-        merges = fetch(OPENAI_BPE_URL, OPENAI_BPE_SHA256)
+    merges = openai_merges()
     cases = reference_cases()
-    captions = generated_captions(args.n) + [case["text"] for case in cases]
+    corpus, source = benchmark_captions(args.n)
+    captions = corpus + [case["text"] for case in cases]
     simple_tokenizer = load_open_clip_tokenizer_module().SimpleTokenizer
 
     open_clip_wrong = check_ids(Tokenizer.from_openai_merges(merges), simple_tokenizer(str(merges)), cases, captions)
@@ -143,23 +107,23 @@ def main() -> None:
     ratio = median["clipforge"] / median["open_clip"]
     warm_up_ratio = warm_up["clipforge"] / warm_up["open_clip"]
 
-    print(f"\n{len(captions)} captions, batches of {args.batch}, torch threads {torch.get_num_threads()}")
+    print(f"\n{len(captions)} captions ({source}, plus the shared cases), batches of {args.batch}, torch threads {torch.get_num_threads()}")
     print(f"{'captions/s':<12}{'warm-up pass':>14}{'median of ' + str(args.repeats):>14}")
     for name in contenders:
         print(f"{name:<12}{warm_up[name]:>14,.0f}{median[name]:>14,.0f}")
     print(f"clipforge / open_clip: {ratio:.1f}x with warm caches (median), {warm_up_ratio:.1f}x on the "
           "warm-up pass (fresh tokenizers, empty caches; not in the median)")
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "captions": len(captions), "batch": args.batch, "repeats": args.repeats,
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "captions": len(captions), "caption_source": source, "batch": args.batch, "repeats": args.repeats,
         "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
         "open_clip_departs_from_reference_on": open_clip_wrong,
         "warm_up_captions_per_s": warm_up, "warm_captions_per_s": passes, "warm_median_captions_per_s": median,
         "warm_ratio": ratio, "warm_up_ratio": warm_up_ratio,
         "caches": "warm-up pass starts from empty word caches (construction excluded); timed passes find them full",
     }, indent=2))
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,18 @@
-"""Training-step speed and peak memory: clipforge vs open_clip on the same architecture, fp32.
+"""Training-step speed and peak memory: clipforge vs open_clip on the same architecture.
 
     bench/setup_peers.sh                       # once: torch 2.14.1 + open_clip + clipforge, outside the repo
     $PEERS_VENV/bin/python bench/training_speed.py [--configs forge-s ViT-B-32] [--batch 128 16]
-                                                   [--steps 5] [--rounds 4] [--threads 2]
+                                                   [--steps 5] [--rounds 4] [--threads 2] [--precision fp32]
 
 One step is what a trainer does per batch: zero the gradients, encode images and texts, normalize,
 the symmetric contrastive loss, backward, an AdamW step (fused where torch has it), clamp the
-temperature. The open_clip model is built from clipforge's config (`open_clip.model.CLIP` with
-matching vision/text configs); a first subprocess loads clipforge's weights into it and checks that
-image features, text features (relative to their largest entry) and the loss agree to 1e-4
-before anything is timed.
+temperature; `--precision bf16` runs the forward and the loss under bf16 autocast on both sides.
+Texts are token ids with the lengths of real captions (bench/captions.py), padded to the context.
+The open_clip model is built from clipforge's config (`open_clip.model.CLIP` with matching
+vision/text configs); a first subprocess loads clipforge's weights into it and checks that image
+features, text features (relative to their largest entry) and the loss agree to 1e-4, then trains
+both from those weights for a few steps with the same optimizer groups and reports how far their
+loss curves part, before anything is timed.
 
 Each (implementation, config) then trains in a fresh subprocess, so its peak RSS is its own; the
 workers alternate implementation every round, so a change in machine load hits both. The parent
@@ -38,68 +41,50 @@ RESULTS = Path(__file__).resolve().parent / "results" / "training_speed.json"
 IMPLEMENTATIONS = ("clipforge", "open_clip")
 DEFAULTS = {"forge-s": (128, 5), "ViT-B-32": (16, 3)}  # config -> (batch, timed steps); others (32, 5)
 TOLERANCE = 1e-4
+CURVE_STEPS = 5
+CURVE_TOLERANCE = {"fp32": 1e-3, "bf16": 5e-2}  # largest loss difference over the curve steps
 LR, WEIGHT_DECAY, BETAS, EPS = 1e-3, 0.1, (0.9, 0.98), 1e-6
 
 
 # ---- run inside the subprocesses (these import torch) ----
 
-def openclip_model(name: str):
-    """open_clip's CLIP with the architecture of clipforge's config `name`."""
-    from clipforge.models import get_config
-    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
-
-    config = get_config(name)
-    vision, text = config.vision, config.text
-    channels = vision.width * 32 if vision.is_resnet else vision.width  # what the heads split
-    if channels % vision.num_heads:
-        raise ValueError(f"{name}: {channels} channels do not split into {vision.num_heads} heads")
-    vision_cfg = CLIPVisionCfg(layers=tuple(vision.layers) if vision.is_resnet else vision.layers,
-                               width=vision.width, head_width=channels // vision.num_heads,
-                               mlp_ratio=vision.mlp_ratio, patch_size=vision.patch_size or 16,
-                               image_size=vision.image_size)
-    text_cfg = CLIPTextCfg(context_length=text.context_length, vocab_size=text.vocab_size, width=text.width,
-                           heads=text.num_heads, layers=text.layers, mlp_ratio=text.mlp_ratio)
-    return CLIP(config.embed_dim, vision_cfg, text_cfg, quick_gelu=config.activation == "quick_gelu",
-                init_logit_scale=config.init_logit_scale, init_logit_bias=config.init_logit_bias)
-
-
 def synthetic_batch(name: str, batch: int):
-    """Random images [batch, 3, size, size] and token ids [batch, context] whose end-of-text token
-    (the vocabulary's highest id) sits at 4..context-1, padded with zeros after it."""
+    """Random images [batch, 3, size, size] and token ids [batch, context] with real captions' lengths."""
     import torch
+    from captions import caption_tokens
     from clipforge.models import get_config
 
     config = get_config(name)
     generator = torch.Generator().manual_seed(0)
-    size, context, vocab = config.vision.image_size, config.text.context_length, config.text.vocab_size
+    size = config.vision.image_size
     images = torch.randn(batch, 3, size, size, generator=generator)
-    tokens = torch.randint(1, vocab - 1, (batch, context), generator=generator)
-    ends = torch.randint(4, context, (batch,), generator=generator)
-    positions = torch.arange(context).expand(batch, -1)
-    tokens[positions == ends[:, None]] = vocab - 1
-    tokens[positions > ends[:, None]] = 0
-    return images, tokens
+    tokens, lengths = caption_tokens(batch, config.text.context_length, config.text.vocab_size)
+    return images, tokens, lengths
 
 
-def check(name: str) -> dict[str, Any]:
-    """Load clipforge's weights into open_clip and compare features and loss on the same inputs."""
+def autocast_for(precision: str):
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def check(name: str, precision: str) -> dict[str, Any]:
+    """Load clipforge's weights into open_clip and compare features and loss on the same inputs, then
+    the loss curves of a few training steps from those weights."""
     import clipforge
     import torch
     import torch.nn.functional as F
     from clipforge.training.loss import contrastive_loss
     from open_clip.loss import ClipLoss
+    from peers import openclip_model, perturb_
 
     torch.manual_seed(0)
     ours = clipforge.create_model(name)
-    with torch.no_grad():  # CLIP's init zeroes each bottleneck's last BatchNorm: perturb so every path counts
-        for key, tensor in ours.state_dict().items():
-            if tensor.is_floating_point():
-                noise = torch.randn_like(tensor) * 0.1
-                tensor.add_(noise.abs() if key.endswith("running_var") else noise)
+    perturb_(ours)
     theirs = openclip_model(name)
     keys = theirs.load_state_dict(ours.state_dict(), strict=False)
     theirs.eval()
-    images, tokens = synthetic_batch(name, 8)
+    images, tokens, _ = synthetic_batch(name, 8)
     with torch.no_grad():
         ours_image, ours_text = ours.encode_image(images), ours.encode_text(tokens)
         theirs_image, theirs_text = theirs.encode_image(images), theirs.encode_text(tokens)
@@ -111,8 +96,39 @@ def check(name: str) -> dict[str, Any]:
     differences = {"image_features": ((ours_image - theirs_image).abs().max() / ours_image.abs().max()).item(),
                    "text_features": ((ours_text - theirs_text).abs().max() / ours_text.abs().max()).item(),
                    "loss": (ours_loss - theirs_loss).abs().item()}
+    curves = loss_curves(ours, theirs, name, precision)
+    curve_difference = max(abs(a - b) for a, b in zip(*curves.values()))
     return {"versions": versions(), "missing_keys": keys.missing_keys, "unexpected_keys": keys.unexpected_keys,
-            "max_difference": differences, "agree": all(d <= TOLERANCE for d in differences.values())}
+            "max_difference": differences, "loss_curves": curves, "loss_curve_max_difference": curve_difference,
+            "agree": all(d <= TOLERANCE for d in differences.values()) and curve_difference <= CURVE_TOLERANCE[precision]}
+
+
+def loss_curves(ours, theirs, name: str, precision: str) -> dict[str, list[float]]:
+    """Each model's losses over CURVE_STEPS steps on one batch, with clipforge's optimizer groups for
+    both (the parameter names match), so the curves differ only by the implementations' arithmetic."""
+    import torch
+    import torch.nn.functional as F
+    from clipforge.training.loss import contrastive_loss
+    from clipforge.training.optim import make_optimizer
+
+    images, tokens, _ = synthetic_batch(name, 16)
+    curves = {}
+    for label, model in (("clipforge", ours), ("open_clip", theirs)):
+        model.train()
+        optimizer = make_optimizer(model, LR, WEIGHT_DECAY, BETAS, EPS)
+        curves[label] = []
+        for _ in range(CURVE_STEPS):
+            optimizer.zero_grad(set_to_none=True)
+            with autocast_for(precision):
+                image, text = model.encode_image(images), model.encode_text(tokens)
+                loss = contrastive_loss(F.normalize(image.float(), dim=-1), F.normalize(text.float(), dim=-1),
+                                        model.logit_scale.clamp(max=math.log(100)).exp())
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            curves[label].append(loss.item())
+    return curves
 
 
 def proc_status_mib(field: str) -> float:
@@ -132,12 +148,14 @@ def peak_rss_mib() -> dict[str, float]:
     return {"ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "VmHWM": proc_status_mib("VmHWM")}
 
 
-def train(implementation: str, name: str, batch: int, warmup: int, steps: int, threads: int) -> dict[str, Any]:
+def train(implementation: str, name: str, batch: int, warmup: int, steps: int, threads: int,
+          precision: str) -> dict[str, Any]:
     """Seconds per training step of one implementation, after `warmup` untimed steps."""
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    images, tokens, lengths = synthetic_batch(name, batch)  # before the RSS baseline: both pay for it
     if implementation == "clipforge":
         import clipforge
         from clipforge.training.loss import contrastive_loss
@@ -152,6 +170,7 @@ def train(implementation: str, name: str, batch: int, warmup: int, steps: int, t
         import clipforge.models  # reads the config; about 13 MiB of the open_clip worker's RSS
         import open_clip.model  # noqa: F401  (imported before measuring, so its RSS counts as import cost)
         from open_clip.loss import ClipLoss
+        from peers import openclip_model
 
         rss_after_imports = resident_mib()
         model = openclip_model(name)
@@ -171,13 +190,14 @@ def train(implementation: str, name: str, batch: int, warmup: int, steps: int, t
         def clamp() -> None:
             model.logit_scale.clamp_(0, math.log(100))
 
-    images, tokens = synthetic_batch(name, batch)
     model.train()
     seconds, losses = [], []
     for step in range(warmup + steps):
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_of(model.encode_image(images, normalize=True), model.encode_text(tokens, normalize=True))
+        with autocast_for(precision):
+            image, text = model.encode_image(images, normalize=True), model.encode_text(tokens, normalize=True)
+            loss = loss_of(image.float(), text.float())
         loss.backward()
         optimizer.step()
         clamp()
@@ -185,7 +205,8 @@ def train(implementation: str, name: str, batch: int, warmup: int, steps: int, t
         if step >= warmup:
             seconds.append(time.perf_counter() - start)
     return {"implementation": implementation, "config": name, "batch": batch, "threads": threads,
-            "seconds_per_step": seconds, "losses": losses, "fused_adamw": bool(optimizer.defaults.get("fused")),
+            "precision": precision, "text_lengths": lengths, "seconds_per_step": seconds, "losses": losses,
+            "fused_adamw": bool(optimizer.defaults.get("fused")),
             "parameters": sum(p.numel() for p in model.parameters()), "rss_after_imports_mib": rss_after_imports,
             "peak_rss_mib": peak_rss_mib()}
 
@@ -216,7 +237,7 @@ def cpu_model() -> str:
 
 
 def summarise(name: str, batch: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    row: dict[str, Any] = {"config": name, "batch": batch}
+    row: dict[str, Any] = {"config": name, "batch": batch, "text_lengths": runs[0]["text_lengths"]}
     for implementation in IMPLEMENTATIONS:
         mine = [run for run in runs if run["implementation"] == implementation]
         seconds = [s for run in mine for s in run["seconds_per_step"]]
@@ -244,17 +265,20 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per worker before timing")
     parser.add_argument("--rounds", type=int, default=4, help="workers per implementation, alternating")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: forward and loss under bf16 autocast, on both sides")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--check", metavar="CONFIG", help=argparse.SUPPRESS)
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.check:
-        print(json.dumps(check(args.check)))
+        print(json.dumps(check(args.check, args.precision)))
         return
     if args.worker:
         implementation, name = args.worker
-        print(json.dumps(train(implementation, name, args.batch[0], args.warmup, args.steps, args.threads)))
+        print(json.dumps(train(implementation, name, args.batch[0], args.warmup, args.steps, args.threads,
+                               args.precision)))
         return
 
     if args.batch and len(args.batch) not in (1, len(args.configs)):
@@ -265,38 +289,44 @@ def main() -> None:
     for index, name in enumerate(args.configs):
         batch = args.batch[min(index, len(args.batch) - 1)] if args.batch else DEFAULTS.get(name, (32, 5))[0]
         steps = args.steps or DEFAULTS.get(name, (32, 5))[1]
-        checks[name] = child("--check", name)
+        checks[name] = child("--check", name, "--precision", args.precision)
         if checks[name]["missing_keys"] or checks[name]["unexpected_keys"]:
             print(f"{name}: state-dict keys differ: {checks[name]}", file=sys.stderr)
         if not checks[name]["agree"]:
-            print(f"{name}: clipforge and open_clip disagree {checks[name]['max_difference']}; not timing",
-                  file=sys.stderr)
+            print(f"{name}: clipforge and open_clip disagree {checks[name]['max_difference']}, loss curves "
+                  f"{checks[name]['loss_curve_max_difference']:.2g} apart; not timing", file=sys.stderr)
             continue
         runs = []
         for round_ in range(args.rounds):
             for implementation in IMPLEMENTATIONS[:: 1 if round_ % 2 == 0 else -1]:
                 runs.append(child("--worker", implementation, name, "--batch", str(batch), "--steps", str(steps),
-                                  "--warmup", str(args.warmup), "--threads", str(args.threads)))
+                                  "--warmup", str(args.warmup), "--threads", str(args.threads),
+                                  "--precision", args.precision))
                 print(f"{name} {implementation}: {batch / statistics.median(runs[-1]['seconds_per_step']):.1f} samples/s",
                       file=sys.stderr)
         rows.append(summarise(name, batch, runs))
 
-    print(f"fp32, {args.threads} threads; per implementation {args.rounds} alternating workers of {args.warmup} warm-up "
-          f"+ timed steps; load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
-    print("| config | batch | clipforge samples/s | open_clip samples/s | ratio | clipforge peak RSS | open_clip peak RSS |")
-    print("|---|---|---|---|---|---|---|")
+    lines = [f"{args.precision}, {args.threads} threads; per implementation {args.rounds} alternating workers of "
+             f"{args.warmup} warm-up + timed steps; load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}",
+             "", "| config | batch | text tokens (mean / max of context) | clipforge samples/s | open_clip samples/s | "
+             "ratio | clipforge peak RSS | open_clip peak RSS |", "|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        ours, theirs = row["clipforge"], row["open_clip"]
-        print(f"| {row['config']} | {row['batch']} | {ours['samples_per_s']:.1f} | {theirs['samples_per_s']:.1f} | "
-              f"{row['ratio']:.2f}x | {ours['peak_rss_mib']:.0f} MiB ({ours['rss_after_imports_mib']:.0f}) | "
-              f"{theirs['peak_rss_mib']:.0f} MiB ({theirs['rss_after_imports_mib']:.0f}) |")
-    print("peak RSS (RSS after imports, before the model is built)")
+        ours, theirs, lengths = row["clipforge"], row["open_clip"], row["text_lengths"]
+        lines.append(f"| {row['config']} | {row['batch']} | {lengths['mean_length']:.1f} / {lengths['max_length']} of "
+                     f"{lengths['context_length']} | {ours['samples_per_s']:.1f} | {theirs['samples_per_s']:.1f} | "
+                     f"{row['ratio']:.2f}x | {ours['peak_rss_mib']:.0f} MiB ({ours['rss_after_imports_mib']:.0f}) | "
+                     f"{theirs['peak_rss_mib']:.0f} MiB ({theirs['rss_after_imports_mib']:.0f}) |")
+    lines += ["", "peak RSS (RSS after imports, before the model is built)", ""]
     for row in rows:
-        print(f"{row['config']}: ratio per round " + ", ".join(f"{r:.2f}" for r in row["ratio_per_round"]))
+        lines.append(f"{row['config']}: ratio per round " + ", ".join(f"{r:.2f}" for r in row["ratio_per_round"])
+                     + f"; loss curves {checks[row['config']]['loss_curve_max_difference']:.2g} apart over "
+                     f"{CURVE_STEPS} steps")
+    print("\n".join(lines))
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     args.out.write_text(json.dumps({
         "date": started.isoformat(timespec="seconds"), "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
-        "threads": args.threads, "dtype": "float32", "warmup": args.warmup, "rounds": args.rounds,
+        "threads": args.threads, "precision": args.precision, "warmup": args.warmup, "rounds": args.rounds,
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
         "versions": next(iter(checks.values()))["versions"] if checks else None,
         "checks": checks, "results": rows}, indent=2))

@@ -2,10 +2,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipforge.evaluation.retrieval import retrieval_metrics
-from clipforge.evaluation.suite import classification_metrics
+import clipforge
+from clipforge.evaluation.metrics import classification_metrics
+from clipforge.evaluation.retrieval import retrieval_metrics, subset_retrieval_metrics
+from clipforge.evaluation.suite import EvalSet
 from clipforge.evaluation.zeroshot import ZeroShotClassifier
 from clipforge.models import create_model
+from colour_model import COLOURS, colour_image
 
 
 def test_retrieval_metrics_on_a_case_with_known_ranks():
@@ -31,6 +34,18 @@ def test_retrieval_with_several_captions_per_image_counts_the_best_one():
     metrics = retrieval_metrics(images, texts, owners, ks=(1,))
     assert metrics["image_to_text_R@1"] == pytest.approx(100.0)
     assert metrics["text_to_image_R@1"] == pytest.approx(75.0)
+
+
+def test_subset_retrieval_searches_only_the_kept_images_and_their_captions():
+    images = torch.eye(3)
+    # image 1 is left out: caption 3 (owned by image 2) matches image 1 best, so it ranks 2nd with
+    # image 1 in the gallery and 1st without it
+    texts = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.5]])
+    owners = torch.tensor([0, 1, 2, 2])
+    everything = retrieval_metrics(images, texts, owners, ks=(1,))
+    kept = subset_retrieval_metrics(images, texts, owners, torch.tensor([True, False, True]), ks=(1,))
+    assert everything["text_to_image_R@1"] == pytest.approx(75.0)
+    assert kept["text_to_image_R@1"] == pytest.approx(100.0) and kept["image_to_text_R@1"] == pytest.approx(100.0)
 
 
 def test_classification_metrics_on_a_tiny_case():
@@ -73,3 +88,16 @@ def test_prompt_ensemble_averages_normalized_template_embeddings_then_renormaliz
         by_hand = (model.logit_scale.exp() * F.normalize(image_features, dim=-1) @ torch.stack(expected).t()).softmax(-1)
         torch.testing.assert_close(probabilities, by_hand)
         assert torch.equal(classifier.predict(image_features), by_hand.argmax(-1))
+
+
+def test_suite_zeroshot_reads_templates_from_a_set_name_or_file(colour_model, tmp_path):
+    model, preprocess = clipforge.load(colour_model)
+    (tmp_path / "square.txt").write_text("a {} square\n")
+    images = torch.stack([preprocess(colour_image(colour, 4)) for colour in COLOURS])
+    eval_set = EvalSet("colours", images, [f"a {c} square" for c in COLOURS], [{"colour": c} for c in COLOURS])
+    tokenizer = clipforge.get_tokenizer(colour_model)
+    task = {"label": "colour", "templates": str(tmp_path / "square.txt")}
+    from_file = eval_set.evaluate(model, tokenizer, {"zeroshot": task})
+    assert from_file["colours_zeroshot_top1"] == 100.0
+    from_set = eval_set.evaluate(model, tokenizer, {"zeroshot": {"label": "colour", "templates": "shapes"}})
+    assert 0.0 <= from_set["colours_zeroshot_top1"] <= 100.0

@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 import clipforge
+from clipforge.app.commands import add_serve_command
 from clipforge.checkpoints import CheckpointError, DownloadError
 from clipforge.data.prepare import PrepareError
 from clipforge.data.prepare.obtain import ObtainError
+from clipforge.evaluation.commands import add_evaluation_commands
 from clipforge.search.commands import add_search_commands
 from clipforge.training.config import add_arguments as add_training_arguments
 
@@ -127,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_arguments(train)
     train.add_argument("--resume", help="a checkpoint path, or 'latest' in --output-dir")
     train.set_defaults(run=train_command)
+    add_evaluation_commands(commands)
+    add_serve_command(commands)
     add_search_commands(commands)
     return parser
 

@@ -31,3 +31,14 @@ def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor,
         metrics[f"{direction}_median_rank"] = (ranks.float() + 1).median().item()
         metrics[f"{direction}_mean_rank"] = (ranks.float() + 1).mean().item()
     return metrics
+
+
+def subset_retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor, text_to_image: torch.Tensor,
+                             keep: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """`retrieval_metrics` among the images where `keep` [n_images] is true and their captions only
+    (e.g. the concepts seen in training), as if the others were not in the gallery."""
+    keep = keep.to(text_to_image.device)
+    texts = keep[text_to_image]
+    new_index = torch.cumsum(keep.long(), dim=0) - 1
+    images = image_features[keep.to(image_features.device)]
+    return retrieval_metrics(images, text_features[texts.to(text_features.device)], new_index[text_to_image[texts]], ks)

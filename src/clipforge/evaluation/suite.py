@@ -1,26 +1,52 @@
 """The evaluation sets a training run reports on: each set's tasks (retrieval, zero-shot) are data
-in `tasks.json`, keyed by the set's name; images are preprocessed once and kept in memory."""
+in `tasks.json`, keyed by the set's name; images are preprocessed once and kept in memory.
+Unreadable samples are skipped and counted in the set's `skips`."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 import torch
 
-from ..data import SampleError, check_sample, open_source
+from ..data import SkipReport
 from ..images import ImageTransform
 from ..models import CLIP
 from ..text import Tokenizer
-from .retrieval import retrieval_metrics
+from .features import encode_images, encode_texts, read_samples
+from .metrics import classification_metrics
+from .retrieval import retrieval_metrics, subset_retrieval_metrics
+from .templates import load_templates
 from .zeroshot import ZeroShotClassifier
 
 
 def task_table() -> dict[str, dict[str, Any]]:
     return json.loads((resources.files(__package__) / "tasks.json").read_text())
+
+
+def class_targets(meta: Sequence[dict[str, Any]], task: dict[str, Any]) -> tuple[list[str], torch.Tensor]:
+    """A zero-shot task's class names (readable, in sorted label order) and each sample's class
+    index [n]; the label is the metadata field `task["label"]`."""
+    if any(task["label"] not in m for m in meta):
+        raise ValueError(f"zero-shot needs the label {task['label']!r} in every sample's metadata")
+    labels = [str(m[task["label"]]) for m in meta]
+    names = sorted(set(labels))
+    index = {name: i for i, name in enumerate(names)}
+    readable = task.get("classnames", {})
+    return [readable.get(name, name) for name in names], torch.tensor([index[label] for label in labels])
+
+
+def split_rows(meta: Sequence[dict[str, Any]], split_by: str | None) -> list[tuple[str, torch.Tensor]]:
+    """("seen", rows) and ("unseen", rows), boolean [n], by the metadata flag `split_by` (True or
+    False, as OpenMoji's concepts seen in training); splits with no rows are left out."""
+    if not split_by:
+        return []
+    splits = [(name, torch.tensor([m.get(split_by) is flag for m in meta]))
+              for name, flag in (("seen", True), ("unseen", False))]
+    return [(name, rows) for name, rows in splits if rows.any()]
 
 
 @dataclass
@@ -29,27 +55,22 @@ class EvalSet:
     images: torch.Tensor  # [n, 3, size, size], preprocessed, stored in bfloat16 to halve memory
     captions: list[str]
     meta: list[dict[str, Any]]
+    skips: SkipReport = field(default_factory=SkipReport)
 
     @classmethod
     def from_source(cls, name: str, source: Any, transform: ImageTransform) -> "EvalSet":
+        skips = SkipReport()
         images, captions, meta = [], [], []
-        for raw in open_source(source):
-            try:
-                sample = check_sample(raw)
-            except SampleError:
-                continue
+        for sample in read_samples(source, skips):
             images.append(transform(sample.image).to(torch.bfloat16))
             captions.append(sample.caption)
             meta.append(sample.meta)
         if not images:
-            raise ValueError(f"evaluation set {name} has no readable samples")
-        return cls(name, torch.stack(images), captions, meta)
+            raise ValueError(f"evaluation set {name} has no readable samples ({skips.summary()})")
+        return cls(name, torch.stack(images), captions, meta, skips)
 
-    @torch.no_grad()
     def image_features(self, model: CLIP, batch_size: int = 512) -> torch.Tensor:
-        device = model.logit_scale.device
-        return torch.cat([model.encode_image(chunk.to(device, torch.float32), normalize=True)
-                          for chunk in self.images.split(batch_size)])
+        return encode_images(model, self.images, batch_size)
 
     @torch.no_grad()
     def evaluate(self, model: CLIP, tokenizer: Tokenizer, tasks: dict[str, Any]) -> dict[str, float]:
@@ -57,42 +78,21 @@ class EvalSet:
         features = self.image_features(model)
         metrics: dict[str, float] = {}
         if tasks.get("retrieval"):
-            tokens = tokenizer(self.captions, context_length=model.context_length, truncate=True)
-            text_features = torch.cat([model.encode_text(chunk.to(features.device), normalize=True)
-                                       for chunk in tokens.split(512)])
+            text_features = encode_texts(model, tokenizer, self.captions)
             own = torch.arange(len(self.captions))
             metrics.update({f"{prefix}_{k}": v for k, v in retrieval_metrics(features, text_features, own).items()})
-            if tasks.get("split_by"):
-                for flag, label in ((True, "seen"), (False, "unseen")):
-                    rows = torch.tensor([m.get(tasks["split_by"]) is flag for m in self.meta])
-                    if rows.any():
-                        subset = retrieval_metrics(features[rows], text_features[rows], torch.arange(int(rows.sum())))
-                        metrics.update({f"{prefix}_{label}_{k}": v for k, v in subset.items() if "R@" in k})
+            for label, rows in split_rows(self.meta, tasks.get("split_by")):
+                subset = subset_retrieval_metrics(features, text_features, own, rows)
+                metrics.update({f"{prefix}_{label}_{k}": v for k, v in subset.items() if "R@" in k})
         if "zeroshot" in tasks:
             metrics.update({f"{prefix}_zeroshot_{k}": v
                             for k, v in self._zeroshot(model, tokenizer, features, tasks["zeroshot"]).items()})
         return metrics
 
     def _zeroshot(self, model: CLIP, tokenizer: Tokenizer, features: torch.Tensor, task: dict[str, Any]) -> dict[str, float]:
-        labels = [str(m[task["label"]]) for m in self.meta]
-        names = sorted(set(labels))
-        readable = task.get("classnames", {})
-        classifier = ZeroShotClassifier(model, [readable.get(n, n) for n in names], task["templates"], tokenizer)
-        target = torch.tensor([names.index(label) for label in labels], device=features.device)
-        logits = classifier.logits(features)
-        return classification_metrics(logits, target, len(names))
-
-
-def classification_metrics(logits: torch.Tensor, target: torch.Tensor, n_classes: int) -> dict[str, float]:
-    """Top-1, top-5 (when there are more than 5 classes) and mean per-class recall, in percent."""
-    top = logits.topk(min(5, n_classes), dim=-1).indices
-    correct = top[:, 0] == target
-    recalls = [correct[target == c].float().mean() for c in range(n_classes) if (target == c).any()]
-    metrics = {"top1": 100.0 * correct.float().mean().item(),
-               "mean_per_class_recall": 100.0 * torch.stack(recalls).mean().item()}
-    if n_classes > 5:
-        metrics["top5"] = 100.0 * (top == target[:, None]).any(dim=-1).float().mean().item()
-    return metrics
+        classnames, target = class_targets(self.meta, task)
+        classifier = ZeroShotClassifier(model, classnames, load_templates(task["templates"]), tokenizer)
+        return classification_metrics(classifier.logits(features), target, len(classnames))
 
 
 class EvalSuite:

@@ -50,10 +50,16 @@ class ImageLoadError(ValueError):
     """An image file that cannot be decoded: missing, empty, truncated, not an image, or a bomb."""
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode ``path``, so broken files fail here rather than mid-batch."""
+def load_image(path: str | os.PathLike, draft_size: int | None = None) -> Image.Image:
+    """Open and fully decode ``path``, so broken files fail here rather than mid-batch.
+
+    With ``draft_size``, a JPEG is decoded at the smallest of libjpeg's scales (1/2, 1/4, 1/8) that
+    keeps both sides at least ``draft_size``: a 12-megapixel photo decodes several times faster.
+    """
     try:
         with Image.open(path) as image:
+            if draft_size is not None:
+                image.draft(image.mode, (draft_size, draft_size))
             image.load()
             return image
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
@@ -121,7 +127,16 @@ class ImageTransform:
         self._offset = np.array(self.mean, dtype=np.float32) * 255
         self._scale = np.array(self.std, dtype=np.float32) * 255
 
+    @property
+    def draft_size(self) -> int:
+        """The smallest JPEG decode this transform needs: twice its output, so that a bicubic
+        reduction follows libjpeg's coarser scaling (about 0.3/255 mean, 4/255 largest difference
+        from a full decode of a large photo; at 1x it would be 1/255 mean, 27/255 largest)."""
+        return 2 * self.image_size
+
     def __call__(self, image: Image.Image) -> torch.Tensor:
+        """A JPEG opened but not yet loaded (``Image.open``) is decoded at ``draft_size``."""
+        image.draft(image.mode, (self.draft_size, self.draft_size))  # a no-op once loaded, and for other formats
         image = to_rgb(image)
         size = resize_size(image.width, image.height, self.image_size)
         image = image.resize(size, Image.Resampling.BICUBIC)
@@ -132,7 +147,7 @@ class ImageTransform:
     def batch(self, images: Sequence[Image.Image | str | os.PathLike]) -> torch.Tensor:
         """``[n, 3, image_size, image_size]``; paths are opened with ``load_image``."""
         return torch.stack(
-            [self(image if isinstance(image, Image.Image) else load_image(image)) for image in images]
+            [self(image if isinstance(image, Image.Image) else load_image(image, self.draft_size)) for image in images]
         )
 
     def __repr__(self) -> str:

@@ -1,0 +1,61 @@
+"""`clipforge serve`: the web page and its JSON API on one model and, optionally, an image index."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from clipforge.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from clipforge.search import ImageIndex
+
+DEFAULT_MODEL = Path(TrainConfig.output_dir) / "model"  # where `clipforge train` saves the main model
+
+
+def add_serve_command(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser("serve", help="serve the web page: similarity matrix, zero-shot playground, search")
+    serve.add_argument("--model", help="a model folder, weights file or published name (default: the index's "
+                                       f"model, else {DEFAULT_MODEL})")
+    serve.add_argument("--index", type=Path, help="an image index to search (`clipforge index build`)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--device", default="cpu", help="torch device for the model")
+    serve.add_argument("--max-upload-mb", type=float, default=16.0, help="largest image upload in MiB")
+    serve.add_argument("--max-megapixels", type=float, default=25.0, help="largest image upload in megapixels")
+    serve.set_defaults(run=serve_command)
+
+
+def model_source(model: str | None, index: ImageIndex | None, default: Path = DEFAULT_MODEL) -> str:
+    """The model to serve: the one named, else the index's own, else the main job's."""
+    if model is not None:
+        return model
+    if index is not None:
+        return index.model_source
+    if default.is_dir():
+        return str(default)
+    raise FileNotFoundError(f"no model to serve: {default} does not exist. Train it with `clipforge train`, or "
+                            "pass --model with a model folder, a weights file or a published name such as "
+                            "ViT-B/32 (downloaded when online)")
+
+
+def serve_command(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    import clipforge
+
+    from .server import create_app
+    from .uploads import UploadLimits
+
+    index = None
+    if args.index is not None:
+        from clipforge.search import ImageIndex
+
+        index = ImageIndex.open(args.index)
+    source = model_source(args.model, index)
+    model, preprocess = clipforge.load(source, device=args.device)
+    limits = UploadLimits(max_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6))
+    app = create_app(model, preprocess, clipforge.get_tokenizer(source), index, model_name=source, limits=limits)
+    print(f"serving {source} at http://{args.host}:{args.port}/ (API schema: /openapi.json)")
+    uvicorn.run(app, host=args.host, port=args.port)

@@ -1,0 +1,183 @@
+"""The web app: a JSON API over one CLIP (similarity matrix, zero-shot, search) and the static page
+that draws it. Every number the page shows is computed here."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlencode
+
+import torch
+from fastapi import FastAPI, Form, HTTPException, UploadFile
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+
+import clipforge
+from clipforge.evaluation.templates import load_templates, template_set_names
+from clipforge.evaluation.zeroshot import ZeroShotClassifier
+from clipforge.images import ImageLoadError, ImageTransform
+from clipforge.models import CLIP, similarity
+from clipforge.search import ImageIndex, Searcher
+from clipforge.search import SearchHit as IndexHit
+from clipforge.text import Tokenizer
+
+from .demo import demo_set
+from .features import BoundedCache, FeatureEncoder, UnknownImage
+from .schemas import (MAX_RESULTS, DemoImage, DemoSet, IndexInfo, Info, Limits, MatrixRequest, MatrixResponse,
+                      SearchHit, SearchResponse, TemplateSet, TextSearchRequest, UploadedImage, ZeroShotRequest,
+                      ZeroShotResponse)
+from .uploads import BodySizeLimit, UploadLimits, UploadTooLarge, decode_upload
+
+STATIC = Path(__file__).parent / "static"
+MULTIPART_OVERHEAD = 64 * 1024  # room for the form's boundaries and headers around one image
+UPLOAD_ERRORS = {400: {"description": "not a readable image"},
+                 413: {"description": "over the byte or pixel limit (see /api/info)"}}
+
+
+def create_app(model: CLIP, preprocess: ImageTransform, tokenizer: Tokenizer, index: ImageIndex | None = None, *,
+               model_name: str = "model", limits: UploadLimits = UploadLimits()) -> FastAPI:
+    """The app for one model (and optionally the index it searches); raises `IndexModelMismatch`
+    when the index was built with another model."""
+    encoder = FeatureEncoder(model, preprocess, tokenizer)
+    searcher = None if index is None else Searcher(index, model, preprocess, tokenizer)
+    classifiers: BoundedCache[ZeroShotClassifier] = BoundedCache(32)
+    demo_images = []
+    for number, (image, prompt) in enumerate(demo_set()):
+        encoder.add_image(f"demo-{number}", image, pinned=True)
+        demo_images.append((_png(image), prompt))
+
+    app = FastAPI(title="clipforge", version=clipforge.__version__,
+                  description="CLIP similarity matrix, zero-shot classification and image search over one model.")
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_bytes + MULTIPART_OVERHEAD)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    def read_upload(file: UploadFile) -> tuple[bytes, Image.Image]:
+        data = file.file.read(limits.max_bytes + 1)
+        try:
+            return data, decode_upload(data, limits)
+        except UploadTooLarge as error:
+            raise HTTPException(413, str(error)) from None
+        except ImageLoadError as error:
+            raise HTTPException(400, str(error)) from None
+
+    def known_images(image_ids: list[str]) -> torch.Tensor:
+        try:
+            return encoder.image_features(image_ids)
+        except UnknownImage as error:
+            raise HTTPException(404, f"unknown image id {error.args[0]!r}: upload the image again "
+                                     "(the server keeps only recent uploads)") from None
+
+    def require_searcher() -> Searcher:
+        if searcher is None:
+            raise HTTPException(404, "this server has no image index: start it with clipforge serve --index PATH")
+        return searcher
+
+    def search_response(hits: list[IndexHit]) -> SearchResponse:
+        return SearchResponse(hits=[SearchHit(path=str(hit.path), score=float(hit.score),
+                                              url=f"/api/index/image?{urlencode({'path': str(hit.path)})}")
+                                    for hit in hits])
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/api/info")
+    def info() -> Info:
+        scale = encoder.logit_scale()
+        index_info = None if index is None else IndexInfo(images=len(index), roots=[str(root) for root in index.roots],
+                                                          model_id=index.model_id)
+        return Info(model=model_name, embed_dim=model.config.embed_dim, image_size=model.image_size,
+                    context_length=model.context_length, logit_scale=scale, temperature=1 / scale, index=index_info,
+                    limits=Limits(max_upload_bytes=limits.max_bytes, max_pixels=limits.max_pixels))
+
+    @app.get("/api/template-sets")
+    def template_sets() -> list[TemplateSet]:
+        return [TemplateSet(name=name, templates=load_templates(name)) for name in template_set_names()]
+
+    @app.get("/api/demo")
+    def demo() -> DemoSet:
+        return DemoSet(images=[DemoImage(id=f"demo-{number}", url=f"/api/demo/images/{number}", prompt=prompt)
+                               for number, (_, prompt) in enumerate(demo_images)],
+                       prompts=[prompt for _, prompt in demo_images])
+
+    @app.get("/api/demo/images/{number}", response_class=Response,
+             responses={200: {"content": {"image/png": {}}}, 404: {"description": "no such demo image"}})
+    def demo_image(number: int) -> Response:
+        if not 0 <= number < len(demo_images):
+            raise HTTPException(404, f"the demo has images 0 to {len(demo_images) - 1}")
+        return Response(demo_images[number][0], media_type="image/png")
+
+    @app.post("/api/images", responses=UPLOAD_ERRORS)
+    def upload_image(file: UploadFile) -> UploadedImage:
+        """Encode an image once; its id then stands for it in /api/matrix and /api/zeroshot."""
+        data, image = read_upload(file)
+        image_id = hashlib.sha256(data).hexdigest()[:32]
+        if not encoder.has_image(image_id):
+            encoder.add_image(image_id, image)
+        return UploadedImage(id=image_id, width=image.width, height=image.height)
+
+    @app.post("/api/matrix", responses={404: {"description": "an unknown image id"}})
+    def matrix(request: MatrixRequest) -> MatrixResponse:
+        scale = encoder.logit_scale()
+        cosine = similarity(known_images(request.images), encoder.prompt_features(request.prompts))
+        logits = scale * cosine
+        return MatrixResponse(images=request.images, prompts=request.prompts, logit_scale=scale,
+                              cosine=cosine.tolist(), prompt_probabilities=logits.softmax(dim=1).tolist(),
+                              image_probabilities=logits.t().softmax(dim=1).tolist())
+
+    @app.post("/api/zeroshot", responses={404: {"description": "an unknown image id"}})
+    def zeroshot(request: ZeroShotRequest) -> ZeroShotResponse:
+        templates = request.templates or load_templates(request.template_set)
+        if request.mode == "single":
+            templates = templates[:1]
+        classifier = classifiers.get_or_create(
+            (tuple(request.labels), tuple(templates)),
+            lambda: encoder.run(ZeroShotClassifier, model, request.labels, templates, tokenizer))
+        logits = classifier.logits(known_images([request.image]))[0]
+        return ZeroShotResponse(labels=request.labels, templates=templates, mode=request.mode,
+                                logit_scale=encoder.logit_scale(), logits=logits.tolist(),
+                                probabilities=logits.softmax(dim=0).tolist())
+
+    @app.post("/api/search/text", responses={404: {"description": "no index is served"}})
+    def search_text(request: TextSearchRequest) -> SearchResponse:
+        searching = require_searcher()
+        try:
+            return search_response(encoder.run(searching.by_text, request.text, k=request.k, folder=request.folder))
+        except ValueError as error:
+            raise HTTPException(400, str(error)) from None
+
+    @app.post("/api/search/image", responses={**UPLOAD_ERRORS, 404: {"description": "no index is served"}})
+    def search_image(file: UploadFile, k: Annotated[int, Form(ge=1, le=MAX_RESULTS)] = 20,
+                     folder: Annotated[str | None, Form()] = None) -> SearchResponse:
+        searching = require_searcher()
+        _, image = read_upload(file)
+        try:
+            return search_response(encoder.run(searching.by_image, image, k=k, folder=folder))
+        except ValueError as error:
+            raise HTTPException(400, str(error)) from None
+
+    @app.get("/api/index/image", response_class=FileResponse,
+             responses={200: {"content": {"image/*": {}}}, 404: {"description": "not an image of the index"}})
+    def index_image(path: str) -> FileResponse:
+        """Only files the index holds, inside its roots: any other path is refused, traversal included.
+        The path is served as normalized for the check, so a symlink before a `..` cannot redirect it."""
+        try:
+            candidate = Path(os.path.abspath(path))
+            allowed = index is not None and index.contains(candidate) and candidate.is_file()
+        except (OSError, ValueError):
+            allowed = False
+        if not allowed:
+            raise HTTPException(404, "not an image of the served index")
+        return FileResponse(candidate)
+
+    return app
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

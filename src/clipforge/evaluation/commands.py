@@ -1,0 +1,120 @@
+"""The `clipforge classify` and `clipforge eval` subcommands: argument parsing and printing over
+`ZeroShotClassifier` and `runner.run_evaluation`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from ..checkpoints import get_tokenizer, load
+from ..images import ImageLoadError, load_image
+from .cache import ClassEmbeddingCache
+from .datasets import SHAPES, TASKS, resolve_dataset
+from .features import encode_images
+from .templates import DEFAULT_TEMPLATE_SET, load_classnames, load_templates, parse_labels, template_set_names
+from .zeroshot import ZeroShotClassifier
+
+DEFAULT_MODEL = "runs/default/model"  # where `clipforge train` saves with its defaults
+IMAGES_PER_BATCH = 64
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
+    sets = ", ".join(template_set_names())
+    classify = commands.add_parser("classify", help="zero-shot: the most probable labels of images")
+    classify.add_argument("images", nargs="+", help="image files")
+    labels = classify.add_mutually_exclusive_group(required=True)
+    labels.add_argument("--labels", help='comma-separated class names, e.g. "cat,dog,car"')
+    labels.add_argument("--labels-file",
+                        help='class names: text with one a line, or JSON (a list, or {"classes": [...]})')
+    classify.add_argument("--templates", default=DEFAULT_TEMPLATE_SET,
+                          help=f"a template set ({sets}) or a file of templates with one '{{}}' each "
+                               f"(text, one a line, or JSON) (default: {DEFAULT_TEMPLATE_SET})")
+    classify.add_argument("--model", default=DEFAULT_MODEL, help=f"published name, weights file or model folder "
+                                                                 f"(default: {DEFAULT_MODEL})")
+    classify.add_argument("--top", type=positive_int, default=5, help="classes shown per image (default: 5)")
+    classify.add_argument("--json", action="store_true", help="one JSON object per image")
+    classify.add_argument("--device", default="cpu")
+    classify.add_argument("--no-cache", action="store_true", help="embed the classes again instead of reading "
+                                                                  "them from the class-embedding cache")
+    classify.set_defaults(run=classify_command)
+
+    evaluate = commands.add_parser("eval", help="zero-shot, retrieval and linear-probe figures, and the shapes "
+                                                "probes, for one or more models; writes results.json and report.md")
+    evaluate.add_argument("--model", action="append", required=True,
+                          help="published name, weights file or model folder; repeat to compare models side by side")
+    evaluate.add_argument("--dataset", action="append", required=True,
+                          help=f"a prepared set (openmoji, fashion-mnist), {SHAPES} (the probes), or a table, "
+                               "image folder or shards path; repeatable")
+    evaluate.add_argument("--task", action="append", choices=TASKS,
+                          help="repeatable (default: every task each dataset has; shapes always runs its probes)")
+    evaluate.add_argument("--output", type=Path, default=Path("runs/eval"), help="folder for results.json, "
+                                                                               "report.md and figures")
+    evaluate.add_argument("--templates", help=f"zero-shot templates for every dataset: a set ({sets}) or a file "
+                                              "(default: each dataset's own set)")
+    evaluate.add_argument("--label-key", help="the metadata field (table column, shard JSON key) holding your "
+                                              "data's class labels, for zero-shot and the linear probe")
+    evaluate.add_argument("--limit", type=positive_int, help="read only the first N entries of each dataset")
+    evaluate.add_argument("--probe-count", type=positive_int, default=200,
+                          help="counting and spatial probes each (default: 200)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--data-dir", type=Path,
+                          help="prepared data (default: $CLIPFORGE_DATA or ~/.cache/clipforge/data)")
+    evaluate.add_argument("--batch-size", type=positive_int, default=256)
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.set_defaults(run=eval_command)
+
+
+def classify_command(args: argparse.Namespace) -> None:
+    classnames = parse_labels(args.labels) if args.labels is not None else load_classnames(args.labels_file)
+    templates = load_templates(args.templates)
+    if args.model == DEFAULT_MODEL and not Path(DEFAULT_MODEL).exists():
+        raise FileNotFoundError(f"no model at {DEFAULT_MODEL}: train one with `clipforge train`, or pass --model")
+    model, preprocess = load(args.model, args.device)
+    classifier = ZeroShotClassifier(model, classnames, templates, get_tokenizer(args.model),
+                                    cache=None if args.no_cache else ClassEmbeddingCache())
+    unreadable = []
+    for start in range(0, len(args.images), IMAGES_PER_BATCH):
+        paths, pixels = [], []
+        for path in args.images[start:start + IMAGES_PER_BATCH]:
+            try:
+                pixels.append(preprocess(load_image(path)))
+                paths.append(path)
+            except ImageLoadError as error:
+                unreadable.append(path)
+                print(f"clipforge classify: skipped: {error}", file=sys.stderr)
+        if not paths:
+            continue
+        for path, top in zip(paths, classifier.top_classes(encode_images(model, torch.stack(pixels)), args.top)):
+            if args.json:
+                print(json.dumps({"image": path, "top": [{"label": label, "probability": probability}
+                                                         for label, probability in top]}))
+            else:
+                print(path)
+                width = max(len(label) for label, _ in top)
+                for label, probability in top:
+                    print(f"  {label:<{width}}  {100 * probability:6.2f}%")
+    if unreadable:
+        raise ValueError(f"{len(unreadable)} of {len(args.images)} images could not be read: {', '.join(unreadable)}")
+
+
+def eval_command(args: argparse.Namespace) -> None:
+    from .runner import EvalOptions, run_evaluation  # scikit-learn and matplotlib load only when needed
+
+    if args.templates:
+        load_templates(args.templates)  # a bad file fails now, not after the first model has run
+    datasets = [resolve_dataset(spec, args.label_key, args.templates, args.data_dir) for spec in args.dataset]
+    options = EvalOptions(tasks=args.task, limit=args.limit, probe_count=args.probe_count, seed=args.seed)
+    report = run_evaluation(args.model, datasets, args.output, options, device=args.device, batch_size=args.batch_size)
+    print(f"results: {report.parent / 'results.json'}")
+    print(f"report:  {report}")

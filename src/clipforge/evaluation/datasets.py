@@ -1,0 +1,71 @@
+"""What a dataset name given to `clipforge eval` means: `shapes` (the probes, generated on the
+fly), a prepared built-in set (`openmoji`, `fashion-mnist`, found through the data manifest, its
+tasks in `tasks.json`), or a path to the user's own table, image folder or shards."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..data.builtin import PREFIX, builtin_sets
+from .suite import task_table
+from .templates import DEFAULT_TEMPLATE_SET
+
+SHAPES = "shapes"
+TASKS = ("zeroshot", "retrieval", "linear-probe")
+PROBES = "probes"  # the only task of `shapes`
+
+
+@dataclass
+class EvalDataset:
+    """`source`: anything `open_source` reads (None for shapes); `tasks`: a `tasks.json` entry."""
+
+    name: str
+    source: Any
+    tasks: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def supported_tasks(self) -> list[str]:
+        if self.name == SHAPES:
+            return [PROBES]
+        labelled = "zeroshot" in self.tasks
+        return [task for task, ok in (("zeroshot", labelled), ("retrieval", self.tasks.get("retrieval")),
+                                      ("linear-probe", labelled)) if ok]
+
+    def tasks_to_run(self, requested: list[str] | None) -> list[str]:
+        """The requested tasks this dataset has (all of them when none are requested); shapes
+        always runs its probes."""
+        if requested is None or self.name == SHAPES:
+            return self.supported_tasks
+        chosen = [task for task in self.supported_tasks if task in requested]
+        if not chosen:
+            raise ValueError(f"{self.name} has none of the tasks {', '.join(requested)}; it has "
+                             f"{', '.join(self.supported_tasks)}" + ("" if "zeroshot" in self.tasks else
+                                                                      " (labels come from --label-key)"))
+        return chosen
+
+
+def resolve_dataset(spec: str, label_key: str | None = None, templates: str | None = None,
+                    data_dir: str | os.PathLike | None = None) -> EvalDataset:
+    """`templates` (a set name or file) replaces every zero-shot task's own; `label_key` names the
+    metadata field (a table column, a shard's JSON key) that labels the user's own data."""
+    if spec == SHAPES:
+        return EvalDataset(SHAPES, None)
+    source: Any
+    if Path(spec).exists():
+        tasks: dict[str, Any] = {"retrieval": True}
+        if label_key:
+            tasks["zeroshot"] = {"label": label_key, "templates": DEFAULT_TEMPLATE_SET}
+        name, source = Path(spec).stem, spec
+    else:
+        name = spec.removeprefix(PREFIX)
+        sets = builtin_sets(PREFIX + name, data_dir)
+        if list(sets) != [name]:
+            raise ValueError(f"{spec!r} is not one prepared set: name one of {', '.join(sorted(sets))}")
+        source = [str(path) for path in sets[name]]
+        tasks = task_table().get(name, {"retrieval": True})
+    if templates and "zeroshot" in tasks:
+        tasks["zeroshot"] = {**tasks["zeroshot"], "templates": templates}
+    return EvalDataset(name, source, tasks)

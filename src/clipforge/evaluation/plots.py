@@ -1,0 +1,58 @@
+"""The evaluation report's figures as PNG files: a confusion matrix per model and set, and the
+prompt-engineering comparison across models."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+
+from ..atomic import write_atomically  # noqa: E402
+
+
+def plot_confusion_matrix(counts: Sequence[Sequence[int]], classnames: Sequence[str], path: str | os.PathLike,
+                          title: str) -> Path:
+    """Rows are true classes, normalised to percent of the row, so every class reads on one scale."""
+    counts = np.asarray(counts, dtype=float)
+    percent = 100.0 * counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = 2.5 + 0.45 * len(classnames)
+    figure, axis = plt.subplots(figsize=(size + 1, size))
+    shown = axis.imshow(percent, cmap="Blues", vmin=0, vmax=100)
+    axis.set_xticks(range(len(classnames)), classnames, rotation=45, ha="right", fontsize=8)
+    axis.set_yticks(range(len(classnames)), classnames, fontsize=8)
+    axis.set(xlabel="predicted", ylabel="true", title=title)
+    if len(classnames) <= 20:
+        for row, column in np.ndindex(percent.shape):
+            axis.text(column, row, f"{percent[row, column]:.0f}", ha="center", va="center", fontsize=7,
+                      color="white" if percent[row, column] > 50 else "black")
+    figure.colorbar(shown, ax=axis, label="% of the true class")
+    return _save(figure, path)
+
+
+def plot_prompt_comparison(top1: dict[str, dict[str, float]], path: str | os.PathLike, title: str) -> Path:
+    """Grouped bars: `top1[model][prompt variant]` zero-shot top-1 (percent)."""
+    models = list(top1)
+    variants = list(next(iter(top1.values())))
+    width = 0.8 / len(models)
+    figure, axis = plt.subplots(figsize=(2 + 2.2 * len(variants), 3.5))
+    for number, model in enumerate(models):
+        positions = np.arange(len(variants)) + (number - (len(models) - 1) / 2) * width
+        axis.bar(positions, [top1[model][variant] for variant in variants], width, label=model)
+    axis.set_xticks(range(len(variants)), variants, fontsize=8)
+    axis.set(ylabel="top-1 (%)", title=title)
+    axis.legend(fontsize=7)
+    return _save(figure, path)
+
+
+def _save(figure: plt.Figure, path: str | os.PathLike) -> Path:
+    figure.tight_layout()
+    try:
+        return write_atomically(path, lambda partial: figure.savefig(partial, format="png", dpi=100))
+    finally:
+        plt.close(figure)

@@ -1,0 +1,166 @@
+"""`report.md` and its figures from `results.json`: one section per dataset, one table per task,
+the models side by side in columns. Figures are linked relative to the report, so the folder
+can be moved or committed as it is."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..atomic import write_atomically
+from .plots import plot_confusion_matrix, plot_prompt_comparison
+
+REPORT_FILE = "report.md"
+
+
+def write_report(results: dict[str, Any], output_dir: str | os.PathLike) -> Path:
+    """Write `report.md` (and its PNGs) for `results` as `runner.run_evaluation` gathers them."""
+    output = Path(output_dir)
+    models = list(results["models"])
+    lines = ["# Evaluation report", "",
+             "Written by `clipforge eval` (every figure is in `results.json` beside this file). "
+             "Figures are percentages unless they are ranks or counts.", "",
+             *_table(["", *map(_code, models)], [
+                 ("image tower", [f"{m['vision']}, {m['image_size']} px" for m in results["models"].values()]),
+                 ("embedding width", [m["embed_dim"] for m in results["models"].values()]),
+                 ("parameters", [f"{m['parameters'] / 1e6:.1f}M" for m in results["models"].values()]),
+             ])]
+    for dataset in results["datasets"]:
+        per_model = {model: results["results"][model][dataset] for model in models}
+        lines += ["", f"## {dataset}", ""]
+        if "probes" in next(iter(per_model.values())):
+            lines += _probes_section(per_model)
+        else:
+            lines += _dataset_section(dataset, per_model, output)
+    path = output / REPORT_FILE
+    write_atomically(path, lambda partial: partial.write_text("\n".join(lines) + "\n"))
+    return path
+
+
+def _dataset_section(dataset: str, per_model: dict[str, dict[str, Any]], output: Path) -> list[str]:
+    first = next(iter(per_model.values()))
+    skipped = first["skipped"]["total"]
+    reasons = ", ".join(f"{reason} {entry['count']}" for reason, entry in first["skipped"]["reasons"].items())
+    lines = [f"{first['samples']:,} images read, {skipped:,} skipped" + (f" ({reasons})." if skipped else ".")]
+    if "zeroshot" in first:
+        lines += _zeroshot_section(dataset, {model: figures["zeroshot"] for model, figures in per_model.items()},
+                                   output)
+    if "retrieval" in first:
+        lines += _retrieval_section({model: figures["retrieval"] for model, figures in per_model.items()})
+    if "linear_probe" in first:
+        lines += _linear_probe_section({model: figures["linear_probe"] for model, figures in per_model.items()})
+    return lines
+
+
+def _zeroshot_section(dataset: str, per_model: dict[str, dict[str, Any]], output: Path) -> list[str]:
+    first = next(iter(per_model.values()))
+    classes, ensemble = first["classes"], f"ensemble of `{first['templates']}` ({first['n_templates']} templates)"
+    lines = ["", f"### Zero-shot: {len(classes)} classes (label `{first['label']}`), {ensemble}", "",
+             f"Chance top-1: {100 / len(classes):.1f}. Classes: {', '.join(classes)}.", ""]
+    rows = [(label, _each(per_model, key)) for key, label in
+            (("top1", "top-1"), ("top5", "top-5"), ("mean_per_class_recall", "mean per-class recall"))
+            if key in first]
+    rows += [(f"top-1, {split} ({first[f'{split}_samples']:,} images)", _each(per_model, f"{split}_top1"))
+             for split in ("seen", "unseen") if f"{split}_top1" in first]
+    lines += _table(["", *map(_code, per_model)], rows)
+    variants = {"{}": "the class name alone, `{}`", "a photo of a {}.": "`a photo of a {}.`", "ensemble": ensemble}
+    lines += ["", "Prompt engineering (top-1), the paper's comparison:", ""]
+    lines += _table(["prompt", *map(_code, per_model)],
+                    [(label, [_number(figures["prompts"][key]) for figures in per_model.values()])
+                     for key, label in variants.items()])
+    chart = plot_prompt_comparison(
+        {model: {label.replace("`", ""): figures["prompts"][key] for key, label in
+                 (("{}", "class name"), ("a photo of a {}.", "a photo of a {}."), ("ensemble", "ensemble"))}
+         for model, figures in per_model.items()},
+        output / f"prompts-{_slug(dataset)}.png", f"{dataset}: zero-shot top-1 by prompt")
+    lines += ["", f"![prompt engineering on {dataset}]({chart.name})", ""]
+    for number, (model, figures) in enumerate(per_model.items(), start=1):
+        png = plot_confusion_matrix(figures["confusion_matrix"], classes,
+                                    output / f"confusion-{_slug(dataset)}-{number}.png", f"{dataset}: {model}")
+        lines.append(f"![confusion matrix of {model} on {dataset}]({png.name})")
+    return lines
+
+
+def _retrieval_section(per_model: dict[str, dict[str, Any]]) -> list[str]:
+    first = next(iter(per_model.values()))
+    lines = ["", f"### Retrieval: {first['images']:,} images, {first['captions']:,} captions", "",
+             "Every caption is a text query for its image; an image, as a query, counts as found at the "
+             "rank of its best-scored caption. A split is searched on its own (a smaller gallery is easier).", ""]
+    rows = []
+    for split in ("", "seen", "unseen"):
+        if split and split not in first:
+            continue
+        label = f"{split}, " if split else ""
+        size = f" ({first[split]['images']:,} images)" if split else ""
+        for direction, arrow in (("image_to_text", "image → text"), ("text_to_image", "text → image")):
+            rows.append((f"{label}{arrow}{size}: R@1 / R@5 / R@10",
+                         [" / ".join(_number(_part(f, split)[f"{direction}_R@{k}"]) for k in (1, 5, 10))
+                          for f in per_model.values()]))
+            if not split:
+                rows.append((f"{arrow}: median / mean rank",
+                             [f"{_number(f[f'{direction}_median_rank'])} / {_number(f[f'{direction}_mean_rank'])}"
+                              for f in per_model.values()]))
+    return lines + _table(["", *map(_code, per_model)], rows)
+
+
+def _linear_probe_section(per_model: dict[str, dict[str, Any]]) -> list[str]:
+    first = next(iter(per_model.values()))
+    lines = ["", "### Linear probe", "",
+             "Logistic regression on the frozen image features; C chosen on the validation split, refitted "
+             f"on train + validation, scored once on test ({first['train']:,} / {first['validation']:,} / "
+             f"{first['test']:,} images, stratified).", ""]
+    return lines + _table(["", *map(_code, per_model)], [
+        ("test accuracy", _each(per_model, "test_accuracy")),
+        ("validation accuracy", _each(per_model, "validation_accuracy")),
+        ("C", [f"{figures['C']:g}" for figures in per_model.values()]),
+    ])
+
+
+def _probes_section(per_model: dict[str, dict[str, Any]]) -> list[str]:
+    probes = {model: figures["probes"] for model, figures in per_model.items()}
+    first = next(iter(probes.values()))
+    lines = ["The paper's named limitations, on generated images. Counting and spatial relations: how often "
+             "the true caption scores above every hard negative (a tie counts as a miss). Colour+shape: "
+             f"single shapes classified among all {round(100 / first['pairs_chance'])} colour-shape pairs; "
+             "held-out pairs never occur in the shapes training split.", ""]
+    rows = [
+        (f"counting: the true number beats the other three ({first['counting_probes']} probes)",
+         _number(first["counting_chance"]), _each(probes, "counting_win_rate")),
+        (f"spatial: the true relation beats the swapped objects and the reversed relation "
+         f"({first['spatial_probes']} probes)", _number(first["spatial_chance"]), _each(probes, "spatial_win_rate")),
+    ]
+    for split, label in (("seen", "seen pairs"), ("held_out", "held-out pairs")):
+        chance = " / ".join(_number(first[key]) for key in ("pairs_chance", "colour_chance", "shape_chance"))
+        rows.append((f"{label} ({first[f'{split}_pairs_images']} images): right pair / colour / shape", chance,
+                     [" / ".join(_number(f[f"{split}_pairs_{part}"]) for part in ("top1", "colour", "shape"))
+                      for f in probes.values()]))
+    return lines + _table(["probe", "chance", *map(_code, probes)],
+                          [(label, [chance, *values]) for label, chance, values in rows])
+
+
+def _table(header: Sequence[str], rows: Sequence[tuple[str, Sequence[Any]]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    return lines + [f"| {label} | " + " | ".join(str(value) for value in values) + " |" for label, values in rows]
+
+
+def _part(figures: dict[str, Any], split: str) -> dict[str, Any]:
+    """A retrieval split's figures ("seen", "unseen"), or all of them for ""."""
+    return figures[split] if split else figures
+
+
+def _each(per_model: dict[str, dict[str, Any]], key: str) -> list[str]:
+    return [_number(figures[key]) if key in figures else "–" for figures in per_model.values()]
+
+
+def _number(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def _code(text: str) -> str:
+    return f"`{text}`"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-") or "set"
