@@ -112,7 +112,7 @@ def time_contenders(encoders: dict[str, Callable[[], Any]], repeats: int) -> dic
     return {contender: statistics.median(values) for contender, values in seconds.items()}
 
 
-def matmul_peak(dtype: torch.dtype, size: int, repeats: int = 3) -> float:
+def matmul_peak(dtype: torch.dtype, size: int, repeats: int = 10) -> float:
     """GFLOP/s of one square matmul, the best of `repeats` after a warm-up."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b
@@ -189,7 +189,7 @@ def main() -> None:
                         help="clipforge's besides float32 (which always runs): int8 dynamic quantization, bf16 weights")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--peak-size", type=int, default=1024, help="side of the square matmuls that measure the peak")
+    parser.add_argument("--peak-size", type=int, default=2048, help="side of the square matmuls that measure the peak")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
