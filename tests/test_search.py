@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from clipforge.search import (
 )
 from clipforge.search.ann import build_ann, recall_at_k
 from clipforge.search.exact import exact_top_k
+from clipforge.search.query import approximate_index
 from clipforge.search.store import IndexWriter
 from colour_model import COLOURS, colour_image
 
@@ -238,6 +240,16 @@ def test_faiss_index_reaches_the_recall_target_against_exact_search():
     _, truth = exact_top_k(vectors, queries, 10)
     _, found = ann.search(queries, 10)
     assert recall_at_k(truth, found, 10) >= 0.95
+
+
+def test_an_ivf_that_must_probe_every_list_gives_way_to_exact_search():
+    vectors = random_unit_vectors(4000, 32, seed=0, clusters=40)
+    ann = build_ann(vectors)
+    snapshot = SimpleNamespace(ann=ann, vectors=vectors)
+    assert approximate_index(snapshot, None) is ann
+    assert approximate_index(snapshot, np.arange(10)) is None  # a small folder: exact is cheaper
+    ann.nprobe = ann.index.nlist
+    assert approximate_index(snapshot, None) is None
 
 
 def test_large_index_answers_with_faiss_like_exact_search(colour_model: Path, tmp_path: Path):

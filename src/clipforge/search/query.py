@@ -51,9 +51,11 @@ def search_vectors(index: ImageIndex, queries: np.ndarray, k: int = 20,
 
 def approximate_index(snapshot: Snapshot, rows: np.ndarray | None) -> AnnIndex | None:
     """The snapshot's FAISS index, unless there is none or exact search of the candidate `rows` is
-    cheaper: the IVF scans about nprobe / nlist of all vectors."""
+    cheaper: the IVF scans about nprobe / nlist of all vectors, so one calibrated to probe every
+    list (data without cluster structure) is never used."""
     ann = snapshot.ann
-    if ann is None or (rows is not None and len(rows) <= len(snapshot.vectors) * ann.nprobe / ann.index.nlist):
+    scanned = len(snapshot.vectors) * ann.nprobe / ann.index.nlist if ann is not None else 0
+    if ann is None or ann.nprobe >= ann.index.nlist or (rows is not None and len(rows) <= scanned):
         return None
     return ann
 
