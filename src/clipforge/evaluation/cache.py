@@ -16,21 +16,9 @@ from torch import nn
 
 from ..atomic import write_atomically
 from ..checkpoints.download import cache_dir
+from ..models.fingerprint import weights_fingerprint
 
 VISION_PREFIX = "visual."  # the image tower's state-dict keys; everything else feeds encode_text
-
-
-def weights_fingerprint(model: nn.Module, skip_prefix: str | None = None) -> str:
-    """SHA-256 over every state-dict entry's name, dtype, shape and bytes (except keys starting
-    with `skip_prefix`): equal fingerprints mean equal weights."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        if skip_prefix and name.startswith(skip_prefix):
-            continue
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 class ClassEmbeddingCache:

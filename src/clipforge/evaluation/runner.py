@@ -21,7 +21,8 @@ from ..checkpoints import get_tokenizer, load
 from ..images import ImageTransform
 from ..models import CLIP
 from ..text import Tokenizer
-from .cache import ClassEmbeddingCache, weights_fingerprint
+from ..models.fingerprint import weights_fingerprint
+from .cache import ClassEmbeddingCache
 from .datasets import PROBES, EvalDataset
 from .features import EncodedSet, encode_source, encode_texts
 from .linear_probe import linear_probe
