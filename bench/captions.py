@@ -108,3 +108,16 @@ def caption_tokens(n: int, context_length: int, vocab_size: int, seed: int = 0) 
     summary = {"source": source, "mean_length": lengths.float().mean().item(), "max_length": int(lengths.max()),
                "context_length": context_length}
     return tokens, summary
+
+
+def ngram_tokens(n: int, context_length: int, buckets: int, seed: int = 0) -> tuple[torch.Tensor, dict]:
+    """The hashed n-gram ids [n, context_length] of `n` benchmark captions, for bag-of-n-grams text
+    towers (whose cost does not depend on which ids they are), and a summary of their counts."""
+    from clipforge.text import NgramTokenizer
+
+    captions, source = benchmark_captions(n, seed)
+    tokens = NgramTokenizer(buckets)(captions, context_length=context_length, truncate=True)
+    counts = (tokens > 0).sum(dim=-1)
+    summary = {"source": source, "mean_length": counts.float().mean().item(), "max_length": int(counts.max()),
+               "context_length": context_length}
+    return tokens, summary

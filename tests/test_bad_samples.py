@@ -17,6 +17,7 @@ from data_helpers import CharTokenizer, encode, noise_image, write_tar
 from PIL import Image
 
 from clipforge.data import SkipReason, SkipReport, check_sample, make_loader, write_shards
+from clipforge.data.memo import ImageMemo
 from clipforge.data.samples import RawSample
 from clipforge.data.skips import SampleError
 from clipforge.images import ImageTransform
@@ -256,3 +257,31 @@ def test_skip_report_summarises_as_text_and_as_a_dict():
     assert report.summary().splitlines() == [
         "skipped 3 samples:", "  image corrupt        2  e.g. b, c", "  caption empty        1  e.g. a"]
     assert SkipReport().summary() == "no samples skipped"
+
+
+def test_an_image_memo_gives_the_same_epochs_and_skips_without_decoding_again(bad_folder):
+    memo = ImageMemo(max_bytes=1 << 20)
+    plain = [run_job(bad_folder, 0, seed=3, epoch=epoch) for epoch in (0, 1)]
+    remembered = [run_job(bad_folder, 0, seed=3, epoch=epoch, memo=memo) for epoch in (0, 1)]
+    for (captions, skips), (memo_captions, memo_skips) in zip(plain, remembered):
+        assert memo_captions == captions and first_keys(memo_skips) == first_keys(skips) == FOLDER_SKIPS
+    assert len(memo) == 10 and memo.hits == 10  # every good image decoded once, then reused
+
+
+def test_an_image_memo_batch_equals_a_decoded_one_and_stops_at_its_budget(bad_folder):
+    def pixels(memo: ImageMemo | None) -> torch.Tensor:
+        loader = make_loader(bad_folder, ImageTransform(8), CharTokenizer(), 32, context_length=40,
+                             max_pixels=MAX_PIXELS, memo=memo)
+        return torch.cat([images for images, _ in loader])
+    small = ImageMemo(max_bytes=3 * 3 * 8 * 8 * 4)  # three 8-px float32 images
+    decoded = pixels(None)
+    assert torch.equal(pixels(small), decoded) and torch.equal(pixels(small), decoded)
+    assert len(small) == 3 and small.hits == 3
+
+
+def test_an_image_memo_is_refused_with_workers_and_unused_with_augmentation(bad_folder):
+    with pytest.raises(ValueError, match="num_workers=0"):
+        make_loader(bad_folder, ImageTransform(8), CharTokenizer(), 4, num_workers=1, memo=ImageMemo(1 << 20))
+    memo = ImageMemo(1 << 20)
+    run_job(bad_folder, 0, memo=memo, augment=lambda image, rng: image)
+    assert len(memo) == 0

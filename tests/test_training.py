@@ -87,8 +87,9 @@ def test_resume_from_a_checkpoint_repeats_the_uninterrupted_losses(shapes_data, 
 
 
 def test_a_run_killed_with_sigkill_resumes_to_the_same_curve(shapes_data, tmp_path):
-    config = tiny_config(shapes_data, tmp_path / "killed", steps=16, checkpoint_every=2, eval_data=[])
-    reference = train(tiny_config(shapes_data, tmp_path / "reference", steps=16, checkpoint_every=2, eval_data=[]))
+    options = dict(steps=16, checkpoint_every=2, eval_data=[], augment_shift=2)  # shifts are drawn per step
+    config = tiny_config(shapes_data, tmp_path / "killed", **options)
+    reference = train(tiny_config(shapes_data, tmp_path / "reference", **options))
     (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
     command = [sys.executable, "-m", "clipforge.cli", "train", "--config", str(tmp_path / "config.json")]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -137,7 +138,7 @@ def test_locked_image_tower_does_not_change(shapes_data, tmp_path):
 
 def test_two_processes_with_batch_b_match_one_process_with_batch_2b(shapes_data, tmp_path):
     base = dict(train_data=[str(shapes_data / "pairs.csv")], eval_data=[], steps=4, caption_choice="txt",
-                checkpoint_every=100, log_every=1)
+                checkpoint_every=100, log_every=1, augment_shift=2)
     single = train(tiny_config(shapes_data, tmp_path / "single", batch_size=16, **base))
     config = tiny_config(shapes_data, tmp_path / "double", batch_size=8, **base)
     (tmp_path / "double.json").write_text(json.dumps(config.to_dict()))

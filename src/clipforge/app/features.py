@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from clipforge.images import ImageTransform
-from clipforge.models import CLIP
+from clipforge.models import CLIPBase
 from clipforge.text import Tokenizer
 
 Value = TypeVar("Value")
@@ -62,7 +62,7 @@ class FeatureEncoder:
     """Every model call goes through `run`, one at a time: concurrent forwards on a few CPU cores only
     fight over them, and a lock keeps latency predictable under load."""
 
-    def __init__(self, model: CLIP, preprocess: ImageTransform, tokenizer: Tokenizer,
+    def __init__(self, model: CLIPBase, preprocess: ImageTransform, tokenizer: Tokenizer,
                  image_capacity: int = 1024, prompt_capacity: int = 4096):
         self.model, self.preprocess, self.tokenizer = model.eval(), preprocess, tokenizer
         self.device = model.logit_scale.device

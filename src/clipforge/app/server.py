@@ -20,7 +20,7 @@ import clipforge
 from clipforge.evaluation.templates import load_templates, template_set_names
 from clipforge.evaluation.zeroshot import ZeroShotClassifier
 from clipforge.images import ImageLoadError, ImageTransform
-from clipforge.models import CLIP, similarity
+from clipforge.models import CLIPBase, similarity
 from clipforge.search import ImageIndex, Searcher
 from clipforge.search import SearchHit as IndexHit
 from clipforge.text import Tokenizer
@@ -38,7 +38,7 @@ UPLOAD_ERRORS = {400: {"description": "not a readable image"},
                  413: {"description": "over the byte or pixel limit (see /api/info)"}}
 
 
-def create_app(model: CLIP, preprocess: ImageTransform, tokenizer: Tokenizer, index: ImageIndex | None = None, *,
+def create_app(model: CLIPBase, preprocess: ImageTransform, tokenizer: Tokenizer, index: ImageIndex | None = None, *,
                model_name: str = "model", limits: UploadLimits = UploadLimits()) -> FastAPI:
     """The app for one model (and optionally the index it searches); raises `IndexModelMismatch`
     when the index was built with another model."""

@@ -111,8 +111,10 @@ def config_from_huggingface(hf: dict[str, Any]) -> CLIPConfig:
 
 def config_to_huggingface(config: CLIPConfig) -> dict[str, Any]:
     text, vision = config.text, config.vision
-    if vision.is_resnet:
-        raise CheckpointError("only ViT models can be exported to Hugging Face: its CLIPModel has no ResNet tower")
+    if vision.kind != "ViT":
+        raise CheckpointError(f"only ViT models can be exported to Hugging Face: its CLIPModel has no {vision.kind} tower")
+    if text.kind != "transformer":
+        raise CheckpointError(f"Hugging Face's CLIPModel has no {text.kind} text tower: this model cannot be exported")
     if config.init_logit_bias is not None:
         raise CheckpointError("a model with a logit bias (sigmoid loss) has no Hugging Face CLIPModel equivalent")
     return {

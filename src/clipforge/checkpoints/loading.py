@@ -12,12 +12,12 @@ from typing import Any
 import torch
 
 from ..images import ImageTransform
-from ..models import CLIP, CLIPConfig, get_config
+from ..models import CLIPBase, CLIPConfig, TextConfig, get_config, list_models
 from ..models.factory import canonical_name
-from ..text import Tokenizer
+from ..text import NgramTokenizer, Tokenizer
 from .download import fetch
 from .huggingface import is_huggingface_state_dict, read_huggingface_folder, state_dict_from_huggingface
-from .native import is_native_folder, load_native_folder
+from .native import CONFIG_FILE, is_native_folder, load_native_folder
 from .state_dict import CheckpointError, infer_config, model_from_state_dict, read_weights
 
 
@@ -39,7 +39,7 @@ def list_pretrained() -> list[str]:
 
 
 def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cpu", *,
-               config: str | dict[str, Any] | CLIPConfig | None = None, activation: str | None = None) -> CLIP:
+               config: str | dict[str, Any] | CLIPConfig | None = None, activation: str | None = None) -> CLIPBase:
     """A model from a published name, a native or Hugging Face folder, or a weights file
     (OpenAI TorchScript archive, OpenAI/OpenCLIP `.pt`/`.bin`/`.safetensors`).
 
@@ -70,17 +70,30 @@ def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu", **
     return model, ImageTransform(model.image_size)
 
 
-def get_tokenizer(name_or_path: str | os.PathLike | None = None) -> Tokenizer:
-    """The tokenizer that belongs to a model: its own vocabulary when its folder has one
+def get_tokenizer(name_or_path: str | os.PathLike | None = None) -> Tokenizer | NgramTokenizer:
+    """The tokenizer that belongs to a model: the n-gram hasher for models (folders or config
+    names) with a bag-of-n-grams text tower, the folder's own vocabulary when it has one
     (vocab.json + merges.txt), OpenAI's BPE otherwise."""
     if name_or_path is not None:
         folder = Path(name_or_path)
+        text = _text_config(folder)
+        if text is not None and text.tokenizer == "ngram":
+            return NgramTokenizer(text.vocab_size)
         if folder.is_dir() and (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
             return Tokenizer.from_files(folder)
     return Tokenizer.openai()
 
 
-def _load_folder(folder: Path) -> CLIP:
+def _text_config(name_or_folder: Path) -> TextConfig | None:
+    """The text config of a native model folder or a known config name; None for anything else."""
+    if is_native_folder(name_or_folder):
+        return CLIPConfig.from_dict(json.loads((name_or_folder / CONFIG_FILE).read_text())["model"]).text
+    if canonical_name(str(name_or_folder)) in list_models() and not name_or_folder.exists():
+        return get_config(str(name_or_folder)).text
+    return None
+
+
+def _load_folder(folder: Path) -> CLIPBase:
     if is_native_folder(folder):
         return load_native_folder(folder)
     if (folder / "config.json").is_file() and json.loads((folder / "config.json").read_text()).get("model_type") == "clip":
@@ -88,7 +101,7 @@ def _load_folder(folder: Path) -> CLIP:
     raise CheckpointError(f"{folder} is neither a clipforge model folder nor a Hugging Face CLIP folder (config.json)")
 
 
-def _load_file(path: Path, config: Any, activation: str | None) -> CLIP:
+def _load_file(path: Path, config: Any, activation: str | None) -> CLIPBase:
     state, kind = read_weights(path)
     if is_huggingface_state_dict(state):
         state = state_dict_from_huggingface(state)

@@ -12,7 +12,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from ..atomic import write_atomically
-from ..models import CLIP, CLIPConfig
+from ..models import CLIPBase, CLIPConfig
 from .state_dict import CheckpointError, model_from_state_dict
 
 FORMAT = "clipforge"
@@ -25,7 +25,7 @@ def is_native_folder(folder: str | os.PathLike) -> bool:
     return config.is_file() and json.loads(config.read_text()).get("format") == FORMAT
 
 
-def save_model(model: CLIP, folder: str | os.PathLike, tokenizer: Any | None = None) -> Path:
+def save_model(model: CLIPBase, folder: str | os.PathLike, tokenizer: Any | None = None) -> Path:
     """Save weights and config; pass the tokenizer when the model was trained with its own
     vocabulary (config text.tokenizer "bundled"), so the folder is complete on its own."""
     config = CLIPConfig.from_dict(model.config.to_dict())
@@ -44,7 +44,7 @@ def save_model(model: CLIP, folder: str | os.PathLike, tokenizer: Any | None = N
     return folder
 
 
-def load_native_folder(folder: str | os.PathLike) -> CLIP:
+def load_native_folder(folder: str | os.PathLike) -> CLIPBase:
     folder = Path(folder)
     document = json.loads((folder / CONFIG_FILE).read_text())
     if document.get("format") != FORMAT:

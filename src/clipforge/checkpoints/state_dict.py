@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..models import CLIP, CLIPConfig, TextConfig, VisionConfig
+from ..models import CLIPBase, CLIPConfig, TextConfig, VisionConfig, build_clip
 from ..models.config import DEFAULT_LOGIT_SCALE
 
 # Entries of OpenAI's TorchScript archives and old OpenCLIP files that are not weights.
@@ -100,13 +100,13 @@ def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
     return len({key[len(prefix):].split(".")[0] for key in state if key.startswith(prefix)})
 
 
-def model_from_state_dict(config: CLIPConfig, state: dict[str, torch.Tensor]) -> CLIP:
+def model_from_state_dict(config: CLIPConfig, state: dict[str, torch.Tensor]) -> CLIPBase:
     """Build the model without a throwaway random init and load `state` strictly, in float32.
 
     A mismatch raises CheckpointError naming the missing, unexpected and wrongly shaped keys.
     """
     with torch.device("meta"):
-        model = CLIP(config)
+        model = build_clip(config)
     expected = model.state_dict()
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     for key in expected:  # BatchNorm counters are absent from some OpenCLIP files; they are not weights

@@ -23,7 +23,7 @@ import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -31,7 +31,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from clipforge.data.partition import Split, resume_plan
-from clipforge.data.samples import DEFAULT_MAX_PIXELS, RawSample, Sample, check_sample
+from clipforge.data.memo import ImageMemo
+from clipforge.images.augment import random_shift
+from clipforge.data.samples import DEFAULT_MAX_PIXELS, RawSample, alternative_captions, check_fields, decode_image
 from clipforge.data.shards import ShardSpec
 from clipforge.data.skips import SampleError, SkipReport
 from clipforge.data.sources import Source, open_source
@@ -65,7 +67,9 @@ class ImageTextDataset(IterableDataset):
     `caption_choice="random"` draws each sample's caption from its metadata's `"captions"` list, seeded
     by (seed, epoch, key) so it changes with the epoch but not with the worker split; samples without
     that list keep their `.txt` caption. `augment(image, rng)` runs before `image_transform` with an RNG
-    seeded the same way.
+    seeded the same way. With a `memo`, an image decoded once is not decoded again (not used with
+    `augment`, whose output changes every epoch); `shift` moves each preprocessed image by up to that
+    many pixels, also seeded the same way.
     """
 
     def __init__(
@@ -84,6 +88,8 @@ class ImageTextDataset(IterableDataset):
         skip_batches: int = 0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         augment: Callable[[Image.Image, random.Random], Image.Image] | None = None,
+        memo: ImageMemo | None = None,
+        shift: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -101,6 +107,8 @@ class ImageTextDataset(IterableDataset):
         self.context_length = context_length
         self.max_pixels = max_pixels
         self.augment = augment
+        self.memo = memo
+        self.shift = shift
 
     def split(self, worker: int = 0, num_workers: int = 1) -> Split:
         return Split(self.seed, self.epoch, self.rank, self.world_size, worker, num_workers, self.batch_size)
@@ -124,24 +132,37 @@ class ImageTextDataset(IterableDataset):
         images, captions = [], []
         for raw in slot:
             try:
-                sample = check_sample(raw, self.max_pixels)
+                caption, meta, data = check_fields(raw)
+                pixels = self._pixels(raw.key, data)
             except SampleError as error:
                 skips.add(error.reason, raw.key)
                 continue
-            image = sample.image
-            if self.augment is not None:
-                image = self.augment(image, random.Random(f"augment/{self.seed}/{self.epoch}/{sample.key}"))
-            images.append(self.image_transform(image))
-            captions.append(self._caption(sample))
+            if self.shift:
+                pixels = random_shift(pixels, self.shift, random.Random(f"shift/{self.seed}/{self.epoch}/{raw.key}"))
+            images.append(pixels)
+            captions.append(self._caption(raw.key, caption, meta))
         if not images:
             return Batch(None, None, skips)
         return Batch(torch.stack(images), self.tokenizer(captions, self.context_length, truncate=True), skips)
 
-    def _caption(self, sample: Sample) -> str:
-        alternatives = sample.alternative_captions if self.caption_choice == "random" else []
+    def _pixels(self, key: str, data: bytes) -> torch.Tensor:
+        """The image file `data` decoded (and augmented) and transformed, or the memo's copy of that."""
+        memo_key = self.memo.key(data) if self.memo is not None and self.augment is None else None
+        if memo_key is not None and (cached := self.memo.get(memo_key)) is not None:
+            return cached
+        image = decode_image(data, self.max_pixels)
+        if self.augment is not None:
+            image = self.augment(image, random.Random(f"augment/{self.seed}/{self.epoch}/{key}"))
+        pixels = self.image_transform(image)
+        if memo_key is not None:
+            self.memo.put(memo_key, pixels)
+        return pixels
+
+    def _caption(self, key: str, caption: str, meta: dict[str, Any]) -> str:
+        alternatives = alternative_captions(meta) if self.caption_choice == "random" else []
         if not alternatives:
-            return sample.caption
-        return random.Random(f"{self.seed}/{self.epoch}/{sample.key}").choice(alternatives)
+            return caption
+        return random.Random(f"{self.seed}/{self.epoch}/{key}").choice(alternatives)
 
 
 class ImageTextLoader:
@@ -165,7 +186,10 @@ class ImageTextLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.skips = SkipReport()
         self.position = self.dataset.skip_batches
-        batches = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory)
+        # Its own generator: a DataLoader draws a worker base seed when iterated, and drawing it from
+        # the global RNG would shift every later random draw (dropout) after a mid-epoch resume.
+        batches = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                             generator=torch.Generator().manual_seed(0))
         for batch in batches:
             self.position += 1
             self.skips.merge(batch.skips)
@@ -190,16 +214,22 @@ def make_loader(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     pin_memory: bool = False,
     augment: Callable[[Image.Image, random.Random], Image.Image] | None = None,
+    memo: ImageMemo | None = None,
+    shift: int = 0,
     **source_options,
 ) -> ImageTextLoader:
     """A loader over `open_source(source, **source_options)`; see `ImageTextDataset` for the options.
 
     `tokenizer(texts, context_length, truncate=True)` must return `[len(texts), context_length]` int64,
     as `clipforge.Tokenizer` does; `image_transform` maps a PIL image to `[3, S, S]` float32.
+    A `memo` (kept across epochs by the caller) lives in this process, so it needs `num_workers=0`.
     """
+    if memo is not None and num_workers:
+        raise ValueError("an image memo is filled in this process: use it with num_workers=0")
     dataset = ImageTextDataset(
         open_source(source, **source_options), image_transform, tokenizer, batch_size, seed=seed, epoch=epoch,
         rank=rank, world_size=world_size, caption_choice=caption_choice, context_length=context_length,
-        skip_batches=skip_batches, max_pixels=max_pixels, augment=augment,
+        skip_batches=skip_batches, max_pixels=max_pixels, augment=augment, memo=memo,
+        shift=shift,
     )
     return ImageTextLoader(dataset, num_workers, pin_memory)

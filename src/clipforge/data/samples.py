@@ -62,12 +62,17 @@ def alternative_captions(meta: dict[str, Any]) -> list[str]:
 
 def check_sample(raw: RawSample, max_pixels: int = DEFAULT_MAX_PIXELS) -> Sample:
     """`raw` checked and decoded; raises `SampleError` naming the first thing wrong with it."""
+    caption, meta, data = check_fields(raw)
+    return Sample(raw.key, decode_image(data, max_pixels), data, caption, meta)
+
+
+def check_fields(raw: RawSample) -> tuple[str, dict[str, Any], bytes]:
+    """(caption, metadata, image bytes): every check of `check_sample` but decoding the image."""
     if raw.problem is not None:
         raise SampleError(raw.problem)
     caption = read_caption(raw.caption)
     meta = read_metadata(raw.meta)
-    data = _read_bytes(raw.image, missing=SkipReason.IMAGE_MISSING)
-    return Sample(raw.key, decode_image(data, max_pixels), data, caption, meta)
+    return caption, meta, _read_bytes(raw.image, missing=SkipReason.IMAGE_MISSING)
 
 
 def read_caption(caption: bytes | str | Path | None) -> str:

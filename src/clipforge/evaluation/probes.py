@@ -16,7 +16,7 @@ from ..data.shapes import (
     shape_radius, spatial_probes,
 )
 from ..images import ImageTransform
-from ..models import CLIP
+from ..models import CLIPBase
 from ..text import Tokenizer
 from .features import encode_images, encode_texts
 from .metrics import caption_win_rate
@@ -26,7 +26,7 @@ from .zeroshot import ZeroShotClassifier
 PAIR_STREAM = 5  # seeds the single-shape images apart from the generator's own streams
 
 
-def shapes_probe_metrics(model: CLIP, tokenizer: Tokenizer, transform: ImageTransform, count: int = 200,
+def shapes_probe_metrics(model: CLIPBase, tokenizer: Tokenizer, transform: ImageTransform, count: int = 200,
                          pair_variants: int = 6, seed: int = 0, image_size: int = 64) -> dict[str, float]:
     """Win rates and top-1 figures in percent, each with its chance level, and the probe sizes.
 
@@ -42,7 +42,7 @@ def shapes_probe_metrics(model: CLIP, tokenizer: Tokenizer, transform: ImageTran
     return metrics
 
 
-def caption_scores(model: CLIP, tokenizer: Tokenizer, transform: ImageTransform,
+def caption_scores(model: CLIPBase, tokenizer: Tokenizer, transform: ImageTransform,
                    probes: Sequence[Probe]) -> torch.Tensor:
     """[n_probes, 1 + n_negatives] cosine similarities, the true caption in column 0."""
     images = encode_images(model, torch.stack([transform(probe.image) for probe in probes]))
@@ -50,7 +50,7 @@ def caption_scores(model: CLIP, tokenizer: Tokenizer, transform: ImageTransform,
     return torch.einsum("nd,nkd->nk", images, texts.view(len(probes), -1, texts.shape[-1]))
 
 
-def pair_metrics(model: CLIP, tokenizer: Tokenizer, transform: ImageTransform, variants: int, seed: int,
+def pair_metrics(model: CLIPBase, tokenizer: Tokenizer, transform: ImageTransform, variants: int, seed: int,
                  image_size: int) -> dict[str, float]:
     """Single-shape images classified among all colour-shape pairs: top-1, and how often the
     predicted pair has the right colour and the right shape, for seen and held-out pairs."""

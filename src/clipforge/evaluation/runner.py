@@ -19,7 +19,7 @@ import torch
 from ..atomic import write_atomically
 from ..checkpoints import get_tokenizer, load
 from ..images import ImageTransform
-from ..models import CLIP
+from ..models import CLIPBase
 from ..text import Tokenizer
 from ..models.fingerprint import weights_fingerprint
 from .cache import ClassEmbeddingCache
@@ -70,7 +70,7 @@ def run_evaluation(models: Sequence[str], datasets: Sequence[EvalDataset], outpu
         fingerprint = weights_fingerprint(model)
         results["models"][name] = {"fingerprint": fingerprint, "image_size": model.image_size,
                                    "embed_dim": model.config.embed_dim,
-                                   "vision": "ResNet" if model.config.vision.is_resnet else "ViT",
+                                   "vision": model.config.vision.kind, "text": model.config.text.kind,
                                    "parameters": sum(p.numel() for p in model.parameters())}
         done = previous.get("results", {}).get(name, {})
         unchanged = previous.get("models", {}).get(name, {}).get("fingerprint") == fingerprint
@@ -92,7 +92,7 @@ def run_evaluation(models: Sequence[str], datasets: Sequence[EvalDataset], outpu
     return write_report(results, output)
 
 
-def evaluate_dataset(model: CLIP, tokenizer: Tokenizer, transform: ImageTransform, dataset: EvalDataset,
+def evaluate_dataset(model: CLIPBase, tokenizer: Tokenizer, transform: ImageTransform, dataset: EvalDataset,
                      tasks: Sequence[str], options: EvalOptions, batch_size: int = 256,
                      cache: ClassEmbeddingCache | None = None) -> dict[str, Any]:
     """One model on one dataset: {"samples", "skipped", and one entry per task}."""
@@ -113,7 +113,7 @@ def evaluate_dataset(model: CLIP, tokenizer: Tokenizer, transform: ImageTransfor
     return figures
 
 
-def zeroshot_figures(model: CLIP, tokenizer: Tokenizer, encoded: EncodedSet, task: dict[str, Any],
+def zeroshot_figures(model: CLIPBase, tokenizer: Tokenizer, encoded: EncodedSet, task: dict[str, Any],
                      split_by: str | None = None, cache: ClassEmbeddingCache | None = None) -> dict[str, Any]:
     """Metrics of the task's prompt ensemble, its confusion matrix, top-1 per split, and top-1 of
     the bare class name and of "a photo of a {}." beside the ensemble's."""
@@ -139,7 +139,7 @@ def zeroshot_figures(model: CLIP, tokenizer: Tokenizer, encoded: EncodedSet, tas
     return figures
 
 
-def retrieval_figures(model: CLIP, tokenizer: Tokenizer, encoded: EncodedSet,
+def retrieval_figures(model: CLIPBase, tokenizer: Tokenizer, encoded: EncodedSet,
                       split_by: str | None = None) -> dict[str, Any]:
     """Both directions over every caption of every image, overall and per split."""
     texts = [caption for captions in encoded.captions for caption in captions]

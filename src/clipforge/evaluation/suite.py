@@ -14,7 +14,7 @@ import torch
 
 from ..data import SkipReport
 from ..images import ImageTransform
-from ..models import CLIP
+from ..models import CLIPBase
 from ..text import Tokenizer
 from .features import encode_images, encode_texts, read_samples
 from .metrics import classification_metrics
@@ -69,11 +69,11 @@ class EvalSet:
             raise ValueError(f"evaluation set {name} has no readable samples ({skips.summary()})")
         return cls(name, torch.stack(images), captions, meta, skips)
 
-    def image_features(self, model: CLIP, batch_size: int = 512) -> torch.Tensor:
+    def image_features(self, model: CLIPBase, batch_size: int = 512) -> torch.Tensor:
         return encode_images(model, self.images, batch_size)
 
     @torch.no_grad()
-    def evaluate(self, model: CLIP, tokenizer: Tokenizer, tasks: dict[str, Any]) -> dict[str, float]:
+    def evaluate(self, model: CLIPBase, tokenizer: Tokenizer, tasks: dict[str, Any]) -> dict[str, float]:
         prefix = self.name.replace("-", "_")
         features = self.image_features(model)
         metrics: dict[str, float] = {}
@@ -89,7 +89,7 @@ class EvalSet:
                             for k, v in self._zeroshot(model, tokenizer, features, tasks["zeroshot"]).items()})
         return metrics
 
-    def _zeroshot(self, model: CLIP, tokenizer: Tokenizer, features: torch.Tensor, task: dict[str, Any]) -> dict[str, float]:
+    def _zeroshot(self, model: CLIPBase, tokenizer: Tokenizer, features: torch.Tensor, task: dict[str, Any]) -> dict[str, float]:
         classnames, target = class_targets(self.meta, task)
         classifier = ZeroShotClassifier(model, classnames, load_templates(task["templates"]), tokenizer)
         return classification_metrics(classifier.logits(features), target, len(classnames))
@@ -105,7 +105,7 @@ class EvalSuite:
         """`sources`: set name -> anything `open_source` reads (e.g. a list of shard paths)."""
         return cls([EvalSet.from_source(name, source, transform) for name, source in sources.items()])
 
-    def evaluate(self, model: CLIP, tokenizer: Tokenizer) -> dict[str, float]:
+    def evaluate(self, model: CLIPBase, tokenizer: Tokenizer) -> dict[str, float]:
         was_training = model.training
         model.eval()
         metrics: dict[str, float] = {}

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..models import CLIP
+from ..models import CLIPBase
 from ..text import Tokenizer
 from .cache import ClassEmbeddingCache
 
@@ -17,7 +17,7 @@ class ZeroShotClassifier:
     """`cache`, when given, keeps the class embeddings on disk keyed by the text tower's weights and
     the prompts, so a second classifier over the same model, classes and templates embeds nothing."""
 
-    def __init__(self, model: CLIP, classnames: Sequence[str], templates: Sequence[str], tokenizer: Tokenizer,
+    def __init__(self, model: CLIPBase, classnames: Sequence[str], templates: Sequence[str], tokenizer: Tokenizer,
                  batch_size: int = 256, cache: ClassEmbeddingCache | None = None):
         if not classnames or not templates:
             raise ValueError("zero-shot classification needs at least one class name and one template")

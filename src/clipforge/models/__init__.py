@@ -1,11 +1,14 @@
-"""Vision towers, the text tower, shared layers, the CLIP module, JSON configs and the factory."""
+"""Vision towers, text towers, shared layers, the CLIP modules, JSON configs and the factory."""
 
-from .clip import CLIP, CLIPOutput, similarity
+from .clip import CLIP, CLIPBase, CLIPOutput, NgramCLIP, build_clip, similarity
 from .config import CLIPConfig, TextConfig, VisionConfig
+from .convnet import ConvNet
 from .factory import create_model, get_config, list_models
 from .modified_resnet import ModifiedResNet
+from .ngram_text import NgramBagText
 from .text_transformer import TextTransformer
 from .vision_transformer import VisionTransformer
 
-__all__ = ["CLIP", "CLIPOutput", "CLIPConfig", "ModifiedResNet", "TextConfig", "TextTransformer",
-           "VisionConfig", "VisionTransformer", "create_model", "get_config", "list_models", "similarity"]
+__all__ = ["CLIP", "CLIPBase", "CLIPOutput", "CLIPConfig", "ConvNet", "ModifiedResNet", "NgramBagText", "NgramCLIP",
+           "TextConfig", "TextTransformer", "VisionConfig", "VisionTransformer", "build_clip", "create_model",
+           "get_config", "list_models", "similarity"]

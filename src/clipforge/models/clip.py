@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import CLIPConfig
+from .convnet import ConvNet
 from .modified_resnet import ModifiedResNet
+from .ngram_text import NgramBagText
 from .text_transformer import TextTransformer
 from .vision_transformer import VisionTransformer
 
@@ -35,20 +37,23 @@ def similarity(image_features: torch.Tensor, text_features: torch.Tensor) -> tor
 
 def build_vision_tower(config: CLIPConfig) -> nn.Module:
     vision = config.vision
+    if vision.kind == "ConvNet":
+        return ConvNet(list(vision.channels), config.embed_dim, vision.image_size)
     if vision.is_resnet:
         return ModifiedResNet(list(vision.layers), config.embed_dim, vision.num_heads, vision.image_size, vision.width)
     return VisionTransformer(vision.image_size, vision.patch_size, vision.width, vision.layers,
                              vision.num_heads, vision.mlp_ratio, config.embed_dim, config.activation)
 
 
-class CLIP(TextTransformer):
-    """The text tower's parameters live at the top level and the image tower under `visual.`,
-    exactly as in OpenAI's and OpenCLIP's state dicts."""
+class CLIPBase(nn.Module):
+    """What every clipforge model has besides its text tower: the image tower under `visual.`, the
+    learned temperature and the contrastive forward pass. The text tower comes from the class it
+    is mixed with, whose parameters sit at the top level of the state dict. Code that takes any
+    model (evaluation, search, the app, training) types it as `CLIPBase`."""
 
-    def __init__(self, config: CLIPConfig):
-        text = config.text
-        super().__init__(text.context_length, text.vocab_size, text.width, text.layers, text.num_heads,
-                         text.mlp_ratio, config.embed_dim, config.activation)
+    config: CLIPConfig
+
+    def _add_image_tower_and_temperature(self, config: CLIPConfig) -> None:
         self.config = config
         self.visual = build_vision_tower(config)
         self.logit_scale = nn.Parameter(torch.empty(()))
@@ -89,3 +94,28 @@ class CLIP(TextTransformer):
         if self.logit_bias is not None:
             logits = logits + self.logit_bias
         return CLIPOutput(image_features, text_features, logits)
+
+
+class CLIP(CLIPBase, TextTransformer):
+    """CLIP's text transformer at the top level and the image tower under `visual.`, exactly as in
+    OpenAI's and OpenCLIP's state dicts."""
+
+    def __init__(self, config: CLIPConfig):
+        text = config.text
+        TextTransformer.__init__(self, text.context_length, text.vocab_size, text.width, text.layers,
+                                 text.num_heads, text.mlp_ratio, config.embed_dim, config.activation)
+        self._add_image_tower_and_temperature(config)
+
+
+class NgramCLIP(CLIPBase, NgramBagText):
+    """An image tower with the bag-of-n-grams text tower."""
+
+    def __init__(self, config: CLIPConfig):
+        text = config.text
+        NgramBagText.__init__(self, text.context_length, text.vocab_size, text.width, config.embed_dim, text.ngram_dropout)
+        self._add_image_tower_and_temperature(config)
+
+
+def build_clip(config: CLIPConfig) -> CLIPBase:
+    """The model class a config describes, its parameters left unallocated under `torch.device("meta")`."""
+    return NgramCLIP(config) if config.text.kind == "ngram_bag" else CLIP(config)

@@ -14,19 +14,28 @@ from pathlib import Path
 from typing import Any
 
 ACTIVATION_NAMES = ("quick_gelu", "gelu")
+TEXT_KINDS = ("transformer", "ngram_bag")
 DEFAULT_LOGIT_SCALE = math.log(1 / 0.07)
 
 
 @dataclass
 class VisionConfig:
-    """`layers` as an int builds a VisionTransformer; a list of four stage depths a ModifiedResNet."""
+    """`layers` as an int builds a VisionTransformer; a list of four stage depths a ModifiedResNet;
+    `channels` (one entry per convolution, no `layers` or `width`) a plain ConvNet."""
 
     image_size: int
-    width: int
-    layers: int | list[int]
+    width: int = 0
+    layers: int | list[int] = 0
     patch_size: int | None = None
     heads: int | None = None
     mlp_ratio: float = 4.0
+    channels: list[int] | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.channels:
+            return "ConvNet"
+        return "ResNet" if self.is_resnet else "ViT"
 
     @property
     def is_resnet(self) -> bool:
@@ -40,6 +49,14 @@ class VisionConfig:
         return max(1, (self.width * 32 if self.is_resnet else self.width) // 64)
 
     def validate(self) -> None:
+        if self.channels is not None:
+            if not self.channels or self.layers or self.width:
+                raise ValueError("a ConvNet vision tower takes a non-empty `channels` list and no `layers` or `width`")
+            if self.image_size % 2 ** (len(self.channels) - 1):
+                raise ValueError(f"image_size {self.image_size} does not halve {len(self.channels) - 1} times")
+            return
+        if not self.layers or not self.width:
+            raise ValueError("a vision tower needs `layers` and `width` (or `channels` for a plain ConvNet)")
         if self.is_resnet:
             if len(self.layers) != 4:
                 raise ValueError(f"a ResNet vision tower needs 4 stage depths, got {self.layers}")
@@ -54,9 +71,13 @@ class VisionConfig:
 
 @dataclass
 class TextConfig:
-    """`tokenizer` is "openai" for the published BPE vocabulary, or "bundled" when the model
-    folder carries its own vocab.json + merges.txt."""
+    """`kind` "transformer" is CLIP's text tower; "ngram_bag" the bag of hashed n-grams, whose
+    `vocab_size` is the number of hash buckets and `context_length` the most n-grams read per text.
 
+    `tokenizer` is "openai" for the published BPE vocabulary, "bundled" when the model folder
+    carries its own vocab.json + merges.txt, and "ngram" (hashing, no files) for "ngram_bag"."""
+
+    kind: str = "transformer"
     context_length: int = 77
     vocab_size: int = 49408
     width: int = 512
@@ -64,10 +85,20 @@ class TextConfig:
     heads: int | None = None
     mlp_ratio: float = 4.0
     tokenizer: str = "openai"
+    ngram_dropout: float = 0.0  # "ngram_bag" only: the chance that training leaves out each n-gram
 
     @property
     def num_heads(self) -> int:
         return self.heads if self.heads is not None else max(1, self.width // 64)
+
+    def validate(self) -> None:
+        if self.kind not in TEXT_KINDS:
+            raise ValueError(f"text kind must be one of {TEXT_KINDS}, got {self.kind!r}")
+        if (self.kind == "ngram_bag") != (self.tokenizer == "ngram"):
+            raise ValueError(f"a {self.kind} text tower cannot use the {self.tokenizer!r} tokenizer: "
+                             f"\"ngram_bag\" goes with \"ngram\", and only it")
+        if not 0 <= self.ngram_dropout < 1 or (self.ngram_dropout and self.kind != "ngram_bag"):
+            raise ValueError(f"ngram_dropout must be in [0, 1) and is for \"ngram_bag\" towers, got {self.ngram_dropout}")
 
 
 @dataclass
@@ -83,6 +114,7 @@ class CLIPConfig:
         if self.activation not in ACTIVATION_NAMES:
             raise ValueError(f"activation must be one of {ACTIVATION_NAMES}, got {self.activation!r}")
         self.vision.validate()
+        self.text.validate()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CLIPConfig":

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-from .clip import CLIP
+from .clip import CLIPBase
 
 
-def quantize_int8(model: CLIP) -> CLIP:
+def quantize_int8(model: CLIPBase) -> CLIPBase:
     """An eval-mode copy of `model` whose linear layers compute in int8 (CPU only); `model` is untouched."""
     device = model.logit_scale.device
     if device.type != "cpu":

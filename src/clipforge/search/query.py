@@ -14,7 +14,7 @@ from PIL import Image
 
 import clipforge
 from clipforge.images import ImageTransform
-from clipforge.models import CLIP
+from clipforge.models import CLIPBase
 from clipforge.search.ann import AnnIndex
 from clipforge.search.exact import exact_top_k
 from clipforge.search.fingerprint import model_fingerprint
@@ -63,7 +63,7 @@ def approximate_index(snapshot: Snapshot, rows: np.ndarray | None) -> AnnIndex |
 class Searcher:
     """Text and image queries against an index, embedded by the model the index was built with."""
 
-    def __init__(self, index: ImageIndex, model: CLIP, preprocess: ImageTransform, tokenizer: Tokenizer) -> None:
+    def __init__(self, index: ImageIndex, model: CLIPBase, preprocess: ImageTransform, tokenizer: Tokenizer) -> None:
         model_id = model_fingerprint(model)
         if model_id != index.model_id:
             raise IndexModelMismatch(f"the index at {index.folder} was built with {index.model_source!r} "

@@ -16,23 +16,26 @@ from typing import Any
 @dataclass
 class TrainConfig:
     # what to train
-    model: str = "forge-s"  # config name or JSON path; ignored when `pretrained` is set
+    model: str = "forge-cnn-ngram"  # config name or JSON path; ignored when `pretrained` is set
     pretrained: str | None = None  # fine-tune from a published name, file or folder
-    tokenizer: str = "learn"  # "learn": a BPE vocabulary learnt from the training captions; "openai"
+    tokenizer: str = "learn"  # BPE for transformer text towers: "learn" from the captions, or "openai"
     vocab_size: int = 4096  # for tokenizer "learn"
     # data
     train_data: list[str] = field(default_factory=lambda: ["builtin:train"])
     eval_data: list[str] = field(default_factory=lambda: ["builtin:eval"])
     caption_choice: str = "random"  # "random": one of the sample's captions per epoch; "txt": always key.txt
-    workers: int = 1
+    workers: int = 0  # loader processes; the image memo below needs 0
+    shuffle_buffer: int = 20000  # shards: samples (file bytes) shuffled together; >= the set's size shuffles fully
+    image_memo_mib: int = 2048  # decoded training images kept between epochs (with workers 0); 0 = off
     augment_crop_scale: float = 1.0  # random crops of this fraction of the area up to all of it; 1 = none
     augment_grayscale: float = 0.0  # probability of turning a training image grayscale
+    augment_shift: int = 2  # move each training image by up to this many pixels each way
     # schedule
-    steps: int = 1000  # defaults: the recipe chosen by measured runs (docs/training.md), ~10 min on 2 cores
-    batch_size: int = 128
+    steps: int = 360  # defaults: the recipe chosen by measured runs (docs/training.md), ~10 min on 2 cores
+    batch_size: int = 512
     accum_freq: int = 1  # micro-batches per step; features are cached so negatives span the full batch
     lr: float = 2e-3
-    warmup_steps: int = 50
+    warmup_steps: int = 25
     min_lr_ratio: float = 0.0
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -51,7 +54,7 @@ class TrainConfig:
     output_dir: str = "runs/default"
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
-    eval_every: int = 500  # 0: evaluate only at the end
+    eval_every: int = 0  # 0: evaluate only at the end (the default: the 10-minute budget has no room for more)
     log_every: int = 10
     device: str | None = None
     progress: bool = True

@@ -19,13 +19,14 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..checkpoints import load_model, save_model
-from ..data import SampleError, SkipReport, make_loader, open_source
+from ..data import SampleError, ShardSource, SkipReport, make_loader, open_source
+from ..data.memo import ImageMemo
 from ..data.samples import alternative_captions, read_caption, read_metadata
 from ..data.builtin import resolve_eval_sources, resolve_training_source
 from ..evaluation.suite import EvalSuite
 from ..images import ImageTransform, TrainAugment
-from ..models import CLIP, create_model, get_config
-from ..text import Tokenizer, train_bpe
+from ..models import CLIPBase, create_model, get_config
+from ..text import NgramTokenizer, Tokenizer, train_bpe
 from .checkpointing import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .distributed import DistributedContext, init_distributed
@@ -59,7 +60,9 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
             (out / "metrics.jsonl").unlink(missing_ok=True)
     torch.manual_seed(config.seed)
 
-    train_source = resolve_training_source(config.train_data)
+    train_source = open_source(resolve_training_source(config.train_data))
+    if isinstance(train_source, ShardSource):
+        train_source.shuffle_buffer = config.shuffle_buffer
     tokenizer = _tokenizer(config, out, train_source, context)
     model = _model(config, tokenizer).to(context.device)
     optimizer = make_optimizer(model, config.lr, config.weight_decay, (config.beta1, config.beta2), config.eps)
@@ -126,7 +129,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     final = history[-1] if history else {}
     report = out / "report.md"
     if context.is_main:
-        save_model(model.eval(), model_dir, tokenizer=tokenizer if config.tokenizer == "learn" else None)
+        save_model(model.eval(), model_dir, tokenizer=tokenizer if isinstance(tokenizer, Tokenizer) and config.tokenizer == "learn" else None)
         write_report(out, config, history)
     if context.enabled:
         torch.distributed.barrier()
@@ -143,7 +146,7 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def _train_step(wrapped: torch.nn.Module, model: CLIP, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+def _train_step(wrapped: torch.nn.Module, model: CLIPBase, optimizer: torch.optim.Optimizer, images: torch.Tensor,
                 tokens: torch.Tensor, config: TrainConfig, autocast: torch.autocast) -> float:
     """One optimizer step. With accum_freq K, features of all K micro-batches are first computed
     without gradients; each micro-batch is then re-encoded with gradients and scored against the
@@ -193,11 +196,13 @@ def _batches(config: TrainConfig, context: DistributedContext, source: Any, tran
     saved position, so it sees the batches the uninterrupted run would have seen. Bad samples of
     finished epochs are added to `skips`."""
     augment = TrainAugment(config.augment_crop_scale, config.augment_grayscale)
+    memo = ImageMemo(config.image_memo_mib * 2**20) if config.image_memo_mib and not config.workers else None
     while True:
         loader = make_loader(source, transform, tokenizer, config.batch_size, num_workers=config.workers,
                              seed=config.seed, epoch=epoch, rank=context.rank, world_size=context.world_size,
                              caption_choice=config.caption_choice, context_length=context_length,
-                             skip_batches=batch_in_epoch, augment=None if augment.is_identity else augment)
+                             skip_batches=batch_in_epoch, augment=None if augment.is_identity else augment, memo=memo,
+                             shift=config.augment_shift)
         for images, tokens in loader:
             yield epoch, loader.position, images, tokens
         skips.merge(loader.skips)
@@ -219,9 +224,13 @@ def _common_batch(images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Ten
     return images[: int(size)], tokens[: int(size)]
 
 
-def _tokenizer(config: TrainConfig, out: Path, source: Any, context: DistributedContext) -> Tokenizer:
-    """The run's vocabulary is learnt once (by rank 0) and stored in the run folder, so resumed
-    runs and other ranks use the very same ids."""
+def _tokenizer(config: TrainConfig, out: Path, source: Any, context: DistributedContext) -> Tokenizer | NgramTokenizer:
+    """A bag-of-n-grams model hashes its n-grams and needs no vocabulary. Otherwise the run's
+    vocabulary is learnt once (by rank 0) and stored in the run folder, so resumed runs and other
+    ranks use the very same ids."""
+    text = None if config.pretrained else get_config(config.model).text
+    if text is not None and text.tokenizer == "ngram":
+        return NgramTokenizer(text.vocab_size)
     if config.tokenizer == "openai":
         return Tokenizer.openai()
     folder = out / "tokenizer"
@@ -243,7 +252,7 @@ def _captions(source: Any) -> Iterator[str]:
             continue
 
 
-def _model(config: TrainConfig, tokenizer: Tokenizer) -> CLIP:
+def _model(config: TrainConfig, tokenizer: Tokenizer | NgramTokenizer) -> CLIPBase:
     if config.pretrained:
         model = load_model(config.pretrained)
     else:
@@ -254,9 +263,11 @@ def _model(config: TrainConfig, tokenizer: Tokenizer) -> CLIP:
         model = create_model(model_config)
     if tokenizer.vocab_size != model.vocab_size:
         raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary is {model.vocab_size}")
-    model.transformer.grad_checkpointing = config.grad_checkpointing
-    if hasattr(model.visual, "transformer"):
-        model.visual.transformer.grad_checkpointing = config.grad_checkpointing
+    if model.config.vision.kind == "ConvNet":
+        model.visual.to(memory_format=torch.channels_last)
+    for tower in (model, model.visual):
+        if hasattr(tower, "transformer"):
+            tower.transformer.grad_checkpointing = config.grad_checkpointing
     for locked, parameters in ((config.lock_image, model.visual.parameters()),
                                (config.lock_text, (p for n, p in model.named_parameters() if not n.startswith("visual.")
                                                    and n not in ("logit_scale", "logit_bias")))):
