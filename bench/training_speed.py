@@ -4,7 +4,7 @@ Configs open_clip cannot build (the default `forge-cnn-ngram`: a plain ConvNet a
 text tower) are timed on clipforge alone, so the default's samples/s and peak memory are on record.
 
     bench/setup_peers.sh                       # once: torch 2.14.1 + open_clip + clipforge, outside the repo
-    $PEERS_VENV/bin/python bench/training_speed.py [--configs forge-s ViT-B-32] [--batch 128 16]
+    $PEERS_VENV/bin/python bench/training_speed.py [--configs forge-cnn-ngram forge-s ViT-B-32] [--batch 512 128 16]
                                                    [--steps 5] [--rounds 4] [--threads 2] [--precision fp32]
 
 One step is what a trainer does per batch: zero the gradients, encode images and texts, normalize,
@@ -42,7 +42,8 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training_speed.json"
 IMPLEMENTATIONS = ("clipforge", "open_clip")
-DEFAULTS = {"forge-cnn-ngram": (256, 5), "forge-s": (128, 5), "ViT-B-32": (16, 3)}  # config -> (batch, timed steps); others (32, 5)
+# config -> (batch, timed steps); others (32, 5)
+DEFAULTS = {"forge-cnn-ngram": (512, 3), "forge-s": (128, 5), "ViT-B-32": (16, 3)}
 TOLERANCE = 1e-4
 CURVE_STEPS = 5
 CURVE_TOLERANCE = {"fp32": 1e-3, "bf16": 5e-2}  # largest loss difference over the curve steps
@@ -279,8 +280,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", default=list(DEFAULTS))
     parser.add_argument("--batch", nargs="+", type=int,
-                        help="one per config, or one for all (default: forge-s 128, ViT-B-32 16, else 32)")
-    parser.add_argument("--steps", type=int, help="timed steps per worker (default: forge-s 5, ViT-B-32 3, else 5)")
+                        help="one per config, or one for all (default: forge-cnn-ngram 512, forge-s 128, ViT-B-32 16, else 32)")
+    parser.add_argument("--steps", type=int, help="timed steps per worker (default: forge-cnn-ngram 3, forge-s 5, ViT-B-32 3, else 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per worker before timing")
     parser.add_argument("--rounds", type=int, default=4, help="workers per implementation, alternating")
     parser.add_argument("--threads", type=int, default=2)

@@ -45,5 +45,5 @@ def train_colour_model(root: Path) -> Path:
     config = TrainConfig(model=str(root / "data" / "model.json"), vocab_size=600, train_data=[str(table)],
                          eval_data=[], steps=60, batch_size=32, lr=3e-3, warmup_steps=5, workers=0,
                          caption_choice="txt", output_dir=str(root / "run"), checkpoint_every=60,
-                         eval_every=0, log_every=10, progress=False, precision="fp32")
+                         eval_every=0, log_every=10, progress=False, precision="fp32", augment_shift=0)
     return train(config).model_dir
