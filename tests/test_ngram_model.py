@@ -137,6 +137,10 @@ def test_tiny_ngram_convnet_run_lowers_the_loss_resumes_exactly_and_saves_a_load
     assert [r["step"] for r in resumed.history] == list(range(13, 25))
     assert [r["loss"] for r in resumed.history] == pytest.approx(curve[12:], rel=1e-5, abs=1e-6)
 
+    tuned = train(TrainConfig(output_dir=str(tmp_path / "tuned"), **{**options, "steps": 4},
+                              pretrained=str(result.model_dir)))  # fine-tuning keeps the hashing tokenizer
+    assert len(tuned.history) == 4 and not (tmp_path / "tuned" / "tokenizer").exists()
+
     model = clipforge.load_model(result.model_dir)
     tokenizer = clipforge.get_tokenizer(result.model_dir)
     image, scene = next(generate(1, seed=5, image_size=32))

@@ -76,7 +76,7 @@ def get_tokenizer(name_or_path: str | os.PathLike | None = None) -> Tokenizer | 
     (vocab.json + merges.txt), OpenAI's BPE otherwise."""
     if name_or_path is not None:
         folder = Path(name_or_path)
-        text = _text_config(folder)
+        text = model_text_config(folder)
         if text is not None and text.tokenizer == "ngram":
             return NgramTokenizer(text.vocab_size)
         if folder.is_dir() and (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
@@ -84,8 +84,9 @@ def get_tokenizer(name_or_path: str | os.PathLike | None = None) -> Tokenizer | 
     return Tokenizer.openai()
 
 
-def _text_config(name_or_folder: Path) -> TextConfig | None:
+def model_text_config(name_or_folder: str | os.PathLike) -> TextConfig | None:
     """The text config of a native model folder or a known config name; None for anything else."""
+    name_or_folder = Path(name_or_folder)
     if is_native_folder(name_or_folder):
         return CLIPConfig.from_dict(json.loads((name_or_folder / CONFIG_FILE).read_text())["model"]).text
     if canonical_name(str(name_or_folder)) in list_models() and not name_or_folder.exists():

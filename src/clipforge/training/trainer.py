@@ -18,7 +18,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..checkpoints import load_model, save_model
+from ..checkpoints import load_model, model_text_config, save_model
 from ..data import SampleError, ShardSource, SkipReport, make_loader, open_source
 from ..data.memo import ImageMemo
 from ..data.samples import alternative_captions, read_caption, read_metadata
@@ -129,7 +129,8 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     final = history[-1] if history else {}
     report = out / "report.md"
     if context.is_main:
-        save_model(model.eval(), model_dir, tokenizer=tokenizer if isinstance(tokenizer, Tokenizer) and config.tokenizer == "learn" else None)
+        learnt = isinstance(tokenizer, Tokenizer) and config.tokenizer == "learn"
+        save_model(model.eval(), model_dir, tokenizer=tokenizer if learnt else None)
         write_report(out, config, history)
     if context.enabled:
         torch.distributed.barrier()
@@ -228,7 +229,7 @@ def _tokenizer(config: TrainConfig, out: Path, source: Any, context: Distributed
     """A bag-of-n-grams model hashes its n-grams and needs no vocabulary. Otherwise the run's
     vocabulary is learnt once (by rank 0) and stored in the run folder, so resumed runs and other
     ranks use the very same ids."""
-    text = None if config.pretrained else get_config(config.model).text
+    text = model_text_config(config.pretrained) if config.pretrained else get_config(config.model).text
     if text is not None and text.tokenizer == "ngram":
         return NgramTokenizer(text.vocab_size)
     if config.tokenizer == "openai":
