@@ -175,8 +175,6 @@ def train(implementation: str, name: str, batch: int, warmup: int, steps: int, t
 
         rss_after_imports = resident_mib()
         model = clipforge.create_model(name)
-        if model.config.vision.kind == "ConvNet":  # as the trainer does
-            model.visual.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(model, LR, WEIGHT_DECAY, BETAS, EPS)
         loss_of = lambda image, text: contrastive_loss(image, text, model.logit_scale_exp())  # noqa: E731
         clamp = model.clamp_logit_scale_

@@ -32,11 +32,11 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from clipforge.data.partition import Split, resume_plan
 from clipforge.data.memo import ImageMemo
-from clipforge.images.augment import random_shift
 from clipforge.data.samples import DEFAULT_MAX_PIXELS, RawSample, alternative_captions, check_fields, decode_image
 from clipforge.data.shards import ShardSpec
 from clipforge.data.skips import SampleError, SkipReport
 from clipforge.data.sources import Source, open_source
+from clipforge.images.augment import random_shift
 
 CAPTION_CHOICES = ("txt", "random")
 
@@ -229,7 +229,6 @@ def make_loader(
     dataset = ImageTextDataset(
         open_source(source, **source_options), image_transform, tokenizer, batch_size, seed=seed, epoch=epoch,
         rank=rank, world_size=world_size, caption_choice=caption_choice, context_length=context_length,
-        skip_batches=skip_batches, max_pixels=max_pixels, augment=augment, memo=memo,
-        shift=shift,
+        skip_batches=skip_batches, max_pixels=max_pixels, augment=augment, memo=memo, shift=shift,
     )
     return ImageTextLoader(dataset, num_workers, pin_memory)

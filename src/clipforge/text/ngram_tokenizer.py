@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from .tokenizer import clean_text
+from .tokenizer import split_chunks
 
 WORD = re.compile(r"[^\W_]+")
 PAD_ID = 0  # ids run from 1; 0 fills the row after its last n-gram
@@ -34,7 +34,7 @@ class NgramTokenizer:
     def ngrams(self, text: str) -> list[str]:
         if not isinstance(text, str):
             raise TypeError(f"expected str, got {type(text).__name__}")
-        words = WORD.findall(clean_text(text).lower())
+        words = WORD.findall(" ".join(split_chunks(text)))  # CLIP's clean-up, with its plain-ASCII fast path
         grams = [f"w {word}" for word in words]
         if self.word_bigrams:
             grams += [f"b {first} {second}" for first, second in zip(words, words[1:])]

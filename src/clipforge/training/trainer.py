@@ -264,8 +264,6 @@ def _model(config: TrainConfig, tokenizer: Tokenizer | NgramTokenizer) -> CLIPBa
         model = create_model(model_config)
     if tokenizer.vocab_size != model.vocab_size:
         raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary is {model.vocab_size}")
-    if model.config.vision.kind == "ConvNet":
-        model.visual.to(memory_format=torch.channels_last)
     for tower in (model, model.visual):
         if hasattr(tower, "transformer"):
             tower.transformer.grad_checkpointing = config.grad_checkpointing
