@@ -14,11 +14,8 @@ from pathlib import Path
 
 import torch
 
-from clipforge.checkpoints.download import fetch
 from clipforge.text import Tokenizer
-from clipforge.text.tokenizer import OPENAI_BPE_SHA256, OPENAI_BPE_URL
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from clipforge.text.tokenizer import OPENAI_MERGES
 
 SUBJECTS = ["dog", "cat", "woman", "man", "child", "bird", "horse", "car", "bicycle", "train", "boat",
             "group of people", "chef", "skateboarder", "giraffe", "elephant", "teddy bear", "laptop",
@@ -88,17 +85,15 @@ def benchmark_captions(n: int, seed: int = 0) -> tuple[list[str], str]:
 
 
 def openai_merges() -> Path:
-    """OpenAI's BPE merges: the shared reference copy beside the checkout, else the download cache."""
-    merges = SHARED_DATA / "openai-clip" / "bpe_simple_vocab_16e6.txt.gz"
-    return merges if merges.exists() else fetch(OPENAI_BPE_URL, OPENAI_BPE_SHA256)
+    """The path of OpenAI's BPE merges shipped with clipforge, for tokenizers that read a file."""
+    return Path(OPENAI_MERGES)
 
 
 def caption_tokens(n: int, context_length: int, vocab_size: int, seed: int = 0) -> tuple[torch.Tensor, dict]:
     """Token ids [n, context_length] laid out like the tokenizer's (start, words, end = the highest id,
     zero padding) with the lengths of real captions under the OpenAI BPE, and a summary of them."""
     captions, source = benchmark_captions(n, seed)
-    lengths = Tokenizer.from_openai_merges(openai_merges())(captions, context_length=context_length,
-                                                             truncate=True).argmax(dim=-1) + 1
+    lengths = Tokenizer.openai()(captions, context_length=context_length, truncate=True).argmax(dim=-1) + 1
     generator = torch.Generator().manual_seed(seed)
     tokens = torch.randint(1, vocab_size - 2, (n, context_length), generator=generator)
     positions = torch.arange(context_length).expand(n, -1)

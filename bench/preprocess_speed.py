@@ -2,7 +2,7 @@
 
     python bench/preprocess_speed.py [--images 8] [--width 4000] [--height 3000] [--size 224] [--repeats 3]
 
-`ImageTransform.batch` on paths decodes each JPEG at the smallest libjpeg scale that keeps both
+`ImageTransform(size, jpeg_draft=True).batch` on paths decodes each JPEG at the smallest libjpeg scale that keeps both
 sides at least twice the output (`ImageTransform.draft_size`); the baseline decodes every pixel
 first (`load_image` without a draft size). Both produce the same tensor shape; the largest and mean
 differences are printed in 0..255 levels. The photo-like test images (gradients, shapes, grain) are
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    transform = ImageTransform(args.size)
+    transform = ImageTransform(args.size, jpeg_draft=True)
     with tempfile.TemporaryDirectory() as folder:
         paths = [Path(folder) / f"photo-{i}.jpg" for i in range(args.images)]
         for seed, path in enumerate(paths):

@@ -12,8 +12,8 @@ import clipforge
 from clipforge.checkpoints import CheckpointError, export_huggingface
 from clipforge.data.shapes import generate, write_shapes_shards
 from clipforge.images import random_shift
-from clipforge.models import CLIPConfig, ConvNet, NgramCLIP, create_model
-from clipforge.text import NgramTokenizer
+from clipforge.models import CLIP, CLIPConfig, ConvNet, NgramBagText, create_model
+from clipforge.text import NgramTokenizer, Tokenizer
 from clipforge.training.config import TrainConfig
 from clipforge.training.trainer import train
 
@@ -57,7 +57,7 @@ def test_rows_are_zero_padded_and_overlong_texts_raise_or_truncate():
 def test_features_ignore_padding_and_the_order_of_the_bag():
     torch.manual_seed(0)
     model = create_model(NGRAM_MODEL)
-    assert isinstance(model, NgramCLIP)
+    assert isinstance(model.text, NgramBagText)
     ids = NgramTokenizer(4096)(["a red square", "two blue circles"], context_length=24)
     wider = torch.cat([ids, torch.zeros(2, 24, dtype=torch.long)], dim=1)
     shuffled = ids[:, torch.randperm(24)]
@@ -74,8 +74,8 @@ def test_padding_row_gets_no_gradient():
     model = create_model(NGRAM_MODEL).train()
     ids = NgramTokenizer(4096)(["a red square", "circle"], context_length=24)
     model.encode_text(ids).sum().backward()
-    assert model.token_embedding.weight.grad[0].abs().sum() == 0
-    assert model.token_embedding.weight.grad[ids[0, 0]].abs().sum() > 0
+    assert model.text.token_embedding.weight.grad[0].abs().sum() == 0
+    assert model.text.token_embedding.weight.grad[ids[0, 0]].abs().sum() > 0
 
 
 def test_convnet_tower_shapes_and_config_checks():
@@ -104,19 +104,49 @@ def test_save_load_round_trip_and_tokenizer_lookup(tmp_path):
     clipforge.save_model(model, tmp_path / "model")
     loaded = clipforge.load_model(tmp_path / "model")
     tokenizer = clipforge.get_tokenizer(tmp_path / "model")
-    assert isinstance(loaded, NgramCLIP) and isinstance(tokenizer, NgramTokenizer) and tokenizer.vocab_size == 4096
+    assert isinstance(loaded.text, NgramBagText) and isinstance(tokenizer, NgramTokenizer) and tokenizer.vocab_size == 4096
+    assert isinstance(loaded.tokenizer, NgramTokenizer) and loaded.tokenizer.vocab_size == 4096
     assert not (tmp_path / "model" / "vocab.json").exists()
     images, ids = torch.randn(2, 3, 32, 32), tokenizer(["a red square", "a cat"], context_length=48)
+    assert torch.equal(loaded.tokenize(["a red square", "a cat"]), ids)
     with torch.no_grad():
         assert torch.equal(model(images, ids).logits_per_image, loaded(images, ids).logits_per_image)
     with pytest.raises(CheckpointError, match="ConvNet"):
         export_huggingface(loaded, tmp_path / "hf")
 
 
+def test_a_hashing_tokenizer_with_another_number_of_buckets_is_refused():
+    model = create_model(NGRAM_MODEL)
+    for buckets in (2048, 8192):
+        with pytest.raises(ValueError, match=f"{buckets} buckets but the text tower has 4096 rows"):
+            model.tokenizer = NgramTokenizer(buckets)
+        with pytest.raises(ValueError, match="buckets"):
+            CLIP(CLIPConfig.from_dict(NGRAM_MODEL), tokenizer=NgramTokenizer(buckets))
+    assert model.tokenizer.vocab_size == 4096
+
+
+def test_a_bpe_tokenizer_does_not_go_with_an_ngram_text_tower():
+    model = create_model(NGRAM_MODEL)
+    with pytest.raises(ValueError, match="does not go with"):
+        model.tokenizer = Tokenizer.openai()
+    assert isinstance(model.tokenizer, NgramTokenizer)
+
+
+def test_an_ngram_model_tokenizes_with_its_hasher_at_its_context_length():
+    model = create_model(NGRAM_MODEL)
+    texts = ["a red square", "two blue circles"]
+    assert torch.equal(model.tokenize(texts), NgramTokenizer(4096)(texts, context_length=48))
+    with pytest.raises(ValueError, match="context_length=48"):
+        model.tokenize(["word " * 30])
+    assert model.tokenize(["word " * 30], truncate=True).shape == (1, 48)
+
+
 def test_a_config_name_gives_its_tokenizer():
     tokenizer = clipforge.get_tokenizer("forge-cnn-ngram")
     assert isinstance(tokenizer, NgramTokenizer) and tokenizer.vocab_size == 32768
-    assert isinstance(create_model("forge-cnn-ngram"), NgramCLIP)
+    model = create_model("forge-cnn-ngram")
+    assert isinstance(model.text, NgramBagText) and isinstance(model.visual, ConvNet)
+    assert isinstance(model.tokenizer, NgramTokenizer) and model.tokenizer.vocab_size == 32768
 
 
 def test_tiny_ngram_convnet_run_lowers_the_loss_resumes_exactly_and_saves_a_loadable_model(tmp_path):
@@ -141,12 +171,12 @@ def test_tiny_ngram_convnet_run_lowers_the_loss_resumes_exactly_and_saves_a_load
                               pretrained=str(result.model_dir)))  # fine-tuning keeps the hashing tokenizer
     assert len(tuned.history) == 4 and not (tmp_path / "tuned" / "tokenizer").exists()
 
-    model = clipforge.load_model(result.model_dir)
-    tokenizer = clipforge.get_tokenizer(result.model_dir)
+    model, preprocess = clipforge.load(result.model_dir)
     image, scene = next(generate(1, seed=5, image_size=32))
     with torch.no_grad():
-        out = model(clipforge.load(result.model_dir)[1](image)[None], tokenizer([scene.caption, "a cat"], 48, truncate=True))
-    assert isinstance(tokenizer, NgramTokenizer) and out.logits_per_image.shape == (1, 2)
+        out = model(preprocess(image)[None], model.tokenize([scene.caption, "a cat"], truncate=True))
+    assert isinstance(model.tokenizer, NgramTokenizer) and out.logits_per_image.shape == (1, 2)
+    assert isinstance(clipforge.get_tokenizer(result.model_dir), NgramTokenizer)
 
 
 def test_ngram_dropout_acts_in_training_only_and_only_on_ngram_towers():

@@ -41,6 +41,7 @@ def make_image(mode: str, width: int, height: int) -> Image.Image:
     return palette
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize("image_size", [224, 64])
 @pytest.mark.parametrize("mode", MODES)
 def test_matches_hugging_face_clip_image_processor(mode, image_size):
@@ -57,6 +58,26 @@ def test_matches_hugging_face_clip_image_processor(mode, image_size):
         actual = transform(image)
         assert actual.dtype == torch.float32 and actual.shape == (3, image_size, image_size)
         assert (actual - expected).abs().max().item() < 1e-5, (mode, width, height)
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("width, height, image_size", [(640, 480, 64), (1200, 1600, 224)])
+def test_a_lazily_opened_jpeg_matches_hugging_face_clip_image_processor(tmp_path, width, height, image_size):
+    """Sizes past twice the output, where libjpeg's draft decoding would shrink the JPEG."""
+    pytest.importorskip("transformers")
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(noisy_gradient(width, height, seed=4)).save(path, quality=90)
+    with Image.open(path) as image:
+        expected = processor(images=image, return_tensors="pt")["pixel_values"][0]
+    with Image.open(path) as image:
+        actual = ImageTransform(image_size)(image)
+        assert image.size == (width, height)  # decoded in full, not drafted
+    assert (actual - expected).abs().max().item() < 1e-5
 
 
 # (width, height, n) -> torchvision Resize(n) size and CenterCrop(n) offsets, computed by hand:

@@ -1,7 +1,9 @@
-"""The CLIP tokenizer: reference ids, the plain-ASCII shortcut, tensor layout, file formats, training."""
+"""The CLIP tokenizer: reference ids, the plain-ASCII shortcut, tensor layout, file formats, the
+packaged OpenAI vocabulary, training."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import random
@@ -9,13 +11,13 @@ import random
 import pytest
 import torch
 
-from clipforge.checkpoints.download import DownloadError, sha256_of
 from clipforge.text import Tokenizer, tokenize, train_bpe
 from clipforge.text import tokenizer as tokenizer_module
-from clipforge.text.tokenizer import clean_text, is_plain_ascii, split_chunks, to_byte_symbols
-from conftest import OPENAI_MERGES, SHARED_DATA, require_shared
+from clipforge.text.tokenizer import OPENAI_MERGES, clean_text, is_plain_ascii, split_chunks, to_byte_symbols
+from conftest import TEST_DATA
 
-CASES = SHARED_DATA / "tokenizer_cases.jsonl"
+CASES = TEST_DATA / "tokenizer_cases.jsonl"
+OPENAI_MERGES_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"  # as published
 SENTENCES = [
     "a photo of a dog",
     "two cats sleeping on a red sofa",
@@ -27,12 +29,12 @@ SENTENCES = [
 
 @pytest.fixture(scope="module")
 def clip() -> Tokenizer:
-    return Tokenizer.from_openai_merges(require_shared(OPENAI_MERGES))
+    return Tokenizer.openai()
 
 
 @pytest.fixture(scope="module")
 def cases() -> list[dict]:
-    return [json.loads(line) for line in require_shared(CASES).read_text(encoding="utf-8").splitlines()]
+    return [json.loads(line) for line in CASES.read_text(encoding="utf-8").splitlines()]
 
 
 def textbook_bpe(tokenizer: Tokenizer, ranks: dict[tuple[str, str], int], word: str) -> list[int]:
@@ -55,12 +57,14 @@ def textbook_bpe(tokenizer: Tokenizer, ranks: dict[tuple[str, str], int], word: 
     return [tokenizer.vocab[symbol] for symbol in symbols]
 
 
+@pytest.mark.reference
 def test_encode_matches_reference_ids_on_every_case(clip, cases):
     mismatches = [case["text"] for case in cases if clip.encode(case["text"]) != case["ids"]]
     assert len(cases) == 2837
     assert mismatches == []
 
 
+@pytest.mark.reference
 def test_bpe_merges_like_the_reference_loop_on_random_words(clip):
     rng = random.Random(0)
     ranks = {pair: rank for rank, pair in enumerate(clip.merges)}
@@ -103,6 +107,7 @@ def test_special_token_text_maps_to_special_ids(clip):
     assert ids == [clip.sot_token_id, *clip.encode("hi"), clip.eot_token_id]
 
 
+@pytest.mark.reference
 def test_ids_stay_exact_when_the_bounded_chunk_cache_overflows(cases, monkeypatch):
     monkeypatch.setattr(tokenizer_module, "_CHUNK_CACHE_SIZE", 8)
     small_cache = Tokenizer.from_openai_merges(OPENAI_MERGES)
@@ -171,6 +176,7 @@ def test_decode_drops_special_tokens_and_padding(clip):
     assert clip.decode(clip.encode("wow!")) == "wow !"  # punctuation is a word of its own
 
 
+@pytest.mark.reference
 def test_saved_files_load_back_with_identical_ids(clip, cases, tmp_path):
     clip.save(tmp_path)
     assert (tmp_path / "merges.txt").read_text(encoding="utf-8").startswith("#version")
@@ -180,6 +186,7 @@ def test_saved_files_load_back_with_identical_ids(clip, cases, tmp_path):
     assert Tokenizer.from_files(tmp_path / "vocab.json", tmp_path / "merges.txt").merges == clip.merges
 
 
+@pytest.mark.reference
 def test_transformers_clip_tokenizer_reads_saved_files(clip, cases, tmp_path):
     # Hugging Face's CLIP tokenizer skips ftfy and HTML unescaping (it differs on '&amp;', mojibake,
     # ligatures and full-width letters), so compare on texts our shortcut deems plain ASCII.
@@ -193,40 +200,29 @@ def test_transformers_clip_tokenizer_reads_saved_files(clip, cases, tmp_path):
     assert hf("a dog")["input_ids"] == clip("a dog")[0, :4].tolist()
 
 
-def test_openai_offline_with_empty_cache_names_url_and_target(tmp_path, monkeypatch):
+def test_openai_works_offline_with_an_empty_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path))
     monkeypatch.setenv("CLIPFORGE_OFFLINE", "1")
-    monkeypatch.delenv("CLIPFORGE_BPE_PATH", raising=False)
-    with pytest.raises(DownloadError) as error:
-        Tokenizer.openai()
-    assert tokenizer_module.OPENAI_BPE_URL in str(error.value)
-    assert str(tmp_path / "bpe_simple_vocab_16e6.txt.gz") in str(error.value)
-
-
-def test_openai_fetches_and_verifies_the_merges(tmp_path, monkeypatch):
-    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path))
-    monkeypatch.setenv("CLIPFORGE_OFFLINE", "0")
-    monkeypatch.delenv("CLIPFORGE_BPE_PATH", raising=False)
-    monkeypatch.setattr(tokenizer_module, "OPENAI_BPE_URL", require_shared(OPENAI_MERGES).as_uri())
+    tokenizer_module._load_openai.cache_clear()
     tokenizer = Tokenizer.openai()
-    assert sha256_of(tmp_path / OPENAI_MERGES.name) == tokenizer_module.OPENAI_BPE_SHA256
     assert tokenizer.encode("a photo of a dog") == [320, 1125, 539, 320, 1929]
     assert Tokenizer.openai() is tokenizer
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_openai_rejects_merges_with_the_wrong_sha256(tmp_path, monkeypatch):
-    monkeypatch.setenv("CLIPFORGE_CACHE", str(tmp_path))
-    monkeypatch.setenv("CLIPFORGE_OFFLINE", "0")
-    monkeypatch.delenv("CLIPFORGE_BPE_PATH", raising=False)
-    monkeypatch.setattr(tokenizer_module, "OPENAI_BPE_URL", require_shared(OPENAI_MERGES).as_uri())
-    monkeypatch.setattr(tokenizer_module, "OPENAI_BPE_SHA256", "0" * 64)
-    with pytest.raises(DownloadError, match="SHA-256"):
-        Tokenizer.openai()
-    assert not (tmp_path / OPENAI_MERGES.name).exists()
+def test_packaged_merges_are_the_published_file():
+    assert hashlib.sha256(OPENAI_MERGES.read_bytes()).hexdigest() == OPENAI_MERGES_SHA256
+
+
+def test_openai_reads_another_merges_file_when_given_a_path(clip, tmp_path):
+    merges = tmp_path / "merges.txt.gz"
+    merges.write_bytes(OPENAI_MERGES.read_bytes())
+    other = Tokenizer.openai(merges)
+    assert other is not clip and other.merges == clip.merges
+    assert Tokenizer.openai(str(merges)) is other
 
 
 def test_tokenize_uses_the_openai_tokenizer(clip):
-    require_shared(OPENAI_MERGES)  # found through CLIPFORGE_BPE_PATH, set by conftest
     assert torch.equal(tokenize(["a photo of a dog", "a cat"]), clip(["a photo of a dog", "a cat"]))
 
 

@@ -17,9 +17,9 @@ from clipforge.evaluation.templates import (
 from clipforge.evaluation.zeroshot import ZeroShotClassifier
 from clipforge.models import create_model
 from colour_model import COLOURS, colour_image
-from conftest import SHARED_DATA, require_shared
+from conftest import TEST_DATA
 
-IMAGENET = SHARED_DATA / "openai-clip" / "imagenet_zeroshot.json"
+IMAGENET = TEST_DATA / "imagenet_zeroshot.json"
 
 
 class PromptTable:
@@ -153,7 +153,6 @@ def test_project_template_sets_hold_well_formed_templates():
 
 
 def test_openai_reference_lists_are_read_where_they_lie():
-    require_shared(IMAGENET)
     assert len(load_templates(IMAGENET)) == 80
     classes = load_classnames(IMAGENET)
     assert len(classes) == 1000 and classes[0] == "tench"

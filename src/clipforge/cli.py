@@ -1,4 +1,5 @@
-"""`clipforge` command line: thin subcommands over the library."""
+"""`clipforge` command line: thin subcommands over the library. Building the parser imports neither
+torch nor any extra, so `--help` is quick; each command imports what it needs when it runs."""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ from pathlib import Path
 
 import clipforge
 from clipforge.app.commands import add_serve_command
-from clipforge.checkpoints import CheckpointError, DownloadError
-from clipforge.data.prepare import PrepareError
-from clipforge.data.prepare.obtain import ObtainError
+from clipforge.core.errors import ClipforgeError
 from clipforge.evaluation.commands import add_evaluation_commands
 from clipforge.search.commands import add_search_commands
 from clipforge.training.config import add_arguments as add_training_arguments
@@ -25,18 +24,24 @@ def list_models_command(args: argparse.Namespace) -> None:
 
 def convert_command(args: argparse.Namespace) -> None:
     model = clipforge.load_model(args.source, config=args.config, activation=args.activation)
-    tokenizer = clipforge.get_tokenizer(args.source) if args.tokenizer else None
     if args.to == "hf":
-        clipforge.export_huggingface(model, args.destination, tokenizer=tokenizer)
+        clipforge.export_huggingface(model, args.destination)
     else:
-        clipforge.save_model(model, args.destination, tokenizer=tokenizer)
+        clipforge.save_model(model, args.destination)
     print(json.dumps({"saved": str(args.destination), "format": args.to, "config": model.config.to_dict()}, indent=2))
 
 
 def tokenize_command(args: argparse.Namespace) -> None:
-    tokens = clipforge.get_tokenizer(args.model)(args.texts, context_length=args.context_length, truncate=args.truncate)
+    if args.model is None:
+        tokenizer, context_length = clipforge.Tokenizer.openai(), args.context_length or 77
+    else:
+        model = clipforge.load_model(args.model)
+        tokenizer, context_length = model.tokenizer, args.context_length or model.context_length
+    tokens = tokenizer(args.texts, context_length=context_length, truncate=args.truncate)
     for text, row in zip(args.texts, tokens.tolist()):
-        print(json.dumps({"text": text, "ids": row[: row.index(max(row)) + 1]}))
+        while row and row[-1] == 0:  # padding: both tokenizers pad with id 0 after a text's last id
+            row.pop()
+        print(json.dumps({"text": text, "ids": row}))
 
 
 def data_prepare_command(args: argparse.Namespace) -> None:
@@ -67,10 +72,10 @@ def train_command(args: argparse.Namespace) -> None:
     from clipforge.training.trainer import train
 
     result = train(config_from_arguments(args), resume=args.resume)
-    headline = {key: value for key, value in result.metrics.items()
-                if key.endswith(("R@1", "R@5", "R@10", "top1", "top5", "loss"))}
-    for key, value in headline.items():
-        print(f"{key:45s} {value:8.2f}")
+    from clipforge.evaluation.suite import format_headline
+
+    print(f"{'loss':55s} {result.metrics.get('loss', float('nan')):8.2f}")
+    print(format_headline(result.metrics))
     print(f"metrics: {result.model_dir.parent / 'metrics.jsonl'}")
     print(f"model:  {result.model_dir}")
     print(f"report: {result.report}")
@@ -90,14 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--config", help="model config name or JSON (default: read from the weights)")
     convert.add_argument("--activation", choices=["quick_gelu", "gelu"],
                          help="needed for bare weight files: quick_gelu for OpenAI-trained weights")
-    convert.add_argument("--tokenizer", action="store_true",
-                         help="also write the tokenizer's vocab.json + merges.txt")
     convert.set_defaults(run=convert_command)
 
     tokenize = commands.add_parser("tokenize", help="print the token ids of texts")
     tokenize.add_argument("texts", nargs="+")
-    tokenize.add_argument("--model", help="a model folder with its own vocabulary (default: OpenAI's BPE)")
-    tokenize.add_argument("--context-length", type=int, default=77)
+    tokenize.add_argument("--model", help="published name, weights file or model folder whose tokenizer to use "
+                                          "(default: OpenAI's BPE)")
+    tokenize.add_argument("--context-length", type=int,
+                          help="ids per row, start and end included (default: the model's, or 77)")
     tokenize.add_argument("--truncate", action="store_true")
     tokenize.set_defaults(run=tokenize_command)
 
@@ -139,9 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (CheckpointError, DownloadError, FileNotFoundError, FileExistsError, ValueError, PrepareError,
-            ObtainError) as error:
-        print(f"clipforge {args.command}: {error}", file=sys.stderr)
+    except (ClipforgeError, FileNotFoundError, FileExistsError, ValueError) as error:  # a missing extra included
+        command = " ".join(getattr(args, key) for key in ("command", "data_command", "index_command")
+                           if getattr(args, key, None))
+        print(f"clipforge {command}: {error}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,4 +1,5 @@
-"""`clipforge serve`: the web page and its JSON API on one model and, optionally, an image index."""
+"""`clipforge serve`: the web page and its JSON API on one model and, optionally, an image index.
+Needs the app extra; FastAPI, uvicorn and torch load when the command runs, not when the parser is built."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clipforge.training.config import TrainConfig
+from clipforge.core.extras import require
+from clipforge.core.locations import DEFAULT_MODEL_DIR
 
 if TYPE_CHECKING:
     from clipforge.search import ImageIndex
 
-DEFAULT_MODEL = Path(TrainConfig.output_dir) / "model"  # where `clipforge train` saves the main model
+DEFAULT_MODEL = Path(DEFAULT_MODEL_DIR)
 
 
 def add_serve_command(commands: argparse._SubParsersAction) -> None:
@@ -41,7 +43,9 @@ def model_source(model: str | None, index: ImageIndex | None, default: Path = DE
 
 
 def serve_command(args: argparse.Namespace) -> None:
-    import uvicorn
+    uvicorn = require("uvicorn", "app", "the web app")
+    for module in ("fastapi", "faiss"):  # the server's own imports: its API, and search over --index
+        require(module, "app", "the web app")
 
     import clipforge
 
@@ -56,6 +60,6 @@ def serve_command(args: argparse.Namespace) -> None:
     source = model_source(args.model, index)
     model, preprocess = clipforge.load(source, device=args.device)
     limits = UploadLimits(max_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6))
-    app = create_app(model, preprocess, clipforge.get_tokenizer(source), index, model_name=source, limits=limits)
+    app = create_app(model, preprocess, index, model_name=source, limits=limits)
     print(f"serving {source} at http://{args.host}:{args.port}/ (API schema: /openapi.json)")
     uvicorn.run(app, host=args.host, port=args.port)

@@ -12,8 +12,7 @@ import torch
 from PIL import Image
 
 from clipforge.images import ImageTransform
-from clipforge.models import CLIPBase
-from clipforge.text import Tokenizer
+from clipforge.models import CLIP
 
 Value = TypeVar("Value")
 
@@ -62,9 +61,8 @@ class FeatureEncoder:
     """Every model call goes through `run`, one at a time: concurrent forwards on a few CPU cores only
     fight over them, and a lock keeps latency predictable under load."""
 
-    def __init__(self, model: CLIPBase, preprocess: ImageTransform, tokenizer: Tokenizer,
-                 image_capacity: int = 1024, prompt_capacity: int = 4096):
-        self.model, self.preprocess, self.tokenizer = model.eval(), preprocess, tokenizer
+    def __init__(self, model: CLIP, preprocess: ImageTransform, image_capacity: int = 1024, prompt_capacity: int = 4096):
+        self.model, self.preprocess = model.eval(), preprocess
         self.device = model.logit_scale.device
         self._lock = threading.Lock()
         self._images: BoundedCache[torch.Tensor] = BoundedCache(image_capacity)
@@ -113,7 +111,7 @@ class FeatureEncoder:
                 features[prompt] = cached
         missing = [prompt for prompt in dict.fromkeys(prompts) if prompt not in features]
         if missing:
-            tokens = self.tokenizer(missing, context_length=self.model.context_length, truncate=True)
+            tokens = self.model.tokenize(missing, truncate=True)
             encoded = self.run(self.model.encode_text, tokens.to(self.device), normalize=True).float().cpu()
             for prompt, feature in zip(missing, encoded):
                 self._prompts.put(prompt, feature)

@@ -20,10 +20,9 @@ import clipforge
 from clipforge.evaluation.templates import load_templates, template_set_names
 from clipforge.evaluation.zeroshot import ZeroShotClassifier
 from clipforge.images import ImageLoadError, ImageTransform
-from clipforge.models import CLIPBase, similarity
+from clipforge.models import CLIP, similarity
 from clipforge.search import ImageIndex, Searcher
 from clipforge.search import SearchHit as IndexHit
-from clipforge.text import Tokenizer
 
 from .demo import demo_set
 from .features import BoundedCache, FeatureEncoder, UnknownImage
@@ -38,12 +37,12 @@ UPLOAD_ERRORS = {400: {"description": "not a readable image"},
                  413: {"description": "over the byte or pixel limit (see /api/info)"}}
 
 
-def create_app(model: CLIPBase, preprocess: ImageTransform, tokenizer: Tokenizer, index: ImageIndex | None = None, *,
+def create_app(model: CLIP, preprocess: ImageTransform, index: ImageIndex | None = None, *,
                model_name: str = "model", limits: UploadLimits = UploadLimits()) -> FastAPI:
     """The app for one model (and optionally the index it searches); raises `IndexModelMismatch`
     when the index was built with another model."""
-    encoder = FeatureEncoder(model, preprocess, tokenizer)
-    searcher = None if index is None else Searcher(index, model, preprocess, tokenizer)
+    encoder = FeatureEncoder(model, preprocess)
+    searcher = None if index is None else Searcher(index, model, preprocess)
     classifiers: BoundedCache[ZeroShotClassifier] = BoundedCache(32)
     demo_images = []
     for number, (image, prompt) in enumerate(demo_set()):
@@ -136,7 +135,7 @@ def create_app(model: CLIPBase, preprocess: ImageTransform, tokenizer: Tokenizer
             templates = templates[:1]
         classifier = classifiers.get_or_create(
             (tuple(request.labels), tuple(templates)),
-            lambda: encoder.run(ZeroShotClassifier, model, request.labels, templates, tokenizer))
+            lambda: encoder.run(ZeroShotClassifier, model, request.labels, templates))
         logits = classifier.logits(known_images([request.image]))[0]
         return ZeroShotResponse(labels=request.labels, templates=templates, mode=request.mode,
                                 logit_scale=encoder.logit_scale(), logits=logits.tolist(),

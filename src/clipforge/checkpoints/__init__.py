@@ -1,10 +1,10 @@
 """Reading and writing OpenAI, OpenCLIP, Hugging Face and native checkpoints; downloads."""
 
-from .download import DownloadError, cache_dir, fetch
+from ..core.download import DownloadError, cache_dir, fetch
 from .huggingface import export_huggingface
-from .loading import get_tokenizer, list_pretrained, load, load_model, model_text_config
+from .loading import get_tokenizer, list_pretrained, load, load_model
 from .native import save_model
 from .state_dict import CheckpointError, infer_config, read_weights
 
 __all__ = ["CheckpointError", "DownloadError", "cache_dir", "export_huggingface", "fetch", "get_tokenizer",
-           "infer_config", "list_pretrained", "load", "load_model", "model_text_config", "read_weights", "save_model"]
+           "infer_config", "list_pretrained", "load", "load_model", "read_weights", "save_model"]

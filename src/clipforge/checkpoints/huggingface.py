@@ -16,8 +16,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..core.atomic import write_atomically
 from ..images import CLIP_MEAN, CLIP_STD
 from ..models import CLIP, CLIPConfig, TextConfig, VisionConfig
+from ..text import Tokenizer
+from .keys import to_file_keys
 from .state_dict import CheckpointError
 
 # (HF name inside a layer, native name inside a block), identical for both towers.
@@ -133,8 +136,9 @@ def config_to_huggingface(config: CLIPConfig) -> dict[str, Any]:
     }
 
 
-def read_huggingface_folder(folder: str | os.PathLike) -> tuple[CLIPConfig, dict[str, torch.Tensor]]:
-    """config.json + model.safetensors (or pytorch_model.bin, read with weights_only)."""
+def read_huggingface_folder(folder: str | os.PathLike) -> tuple[CLIPConfig, dict[str, torch.Tensor], Tokenizer | None]:
+    """config.json + model.safetensors (or pytorch_model.bin, read with weights_only), and the
+    tokenizer's vocab.json + merges.txt when the folder has them (the model then carries them)."""
     folder = Path(folder)
     config = config_from_huggingface(json.loads((folder / "config.json").read_text()))
     if (folder / "model.safetensors").is_file():
@@ -143,24 +147,32 @@ def read_huggingface_folder(folder: str | os.PathLike) -> tuple[CLIPConfig, dict
         hf = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
     else:
         raise CheckpointError(f"{folder} has a Hugging Face config.json but no model.safetensors or pytorch_model.bin")
-    return config, state_dict_from_huggingface(hf)
+    tokenizer = None
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        tokenizer = Tokenizer.from_files(folder)
+        config.text.tokenizer = "bundled"
+    return config, state_dict_from_huggingface(hf), tokenizer
 
 
-def export_huggingface(model: CLIP, folder: str | os.PathLike, tokenizer: Any | None = None) -> Path:
-    """Write a folder that `transformers.CLIPModel.from_pretrained` reads; with a tokenizer, also
-    its vocab.json + merges.txt, and the image processor's settings."""
+def export_huggingface(model: CLIP, folder: str | os.PathLike) -> Path:
+    """Write a folder that `transformers.CLIPModel.from_pretrained` and `CLIPTokenizer` read: weights,
+    config, the tokenizer's vocab.json + merges.txt and the image processor's settings. A model
+    Hugging Face has no class for is refused before anything is written."""
+    hf_config = config_to_huggingface(model.config)
+    tokenizer = model.tokenizer
+    hf_state = state_dict_to_huggingface(to_file_keys({k: v.detach().cpu().contiguous()
+                                                       for k, v in model.state_dict().items()}))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    hf_config = config_to_huggingface(model.config)
-    hf_state = state_dict_to_huggingface({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
-    save_file(hf_state, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    (folder / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     size = model.config.vision.image_size
     processor = {"image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": size},
                  "resample": 3, "do_center_crop": True, "crop_size": {"height": size, "width": size},
                  "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True,
                  "image_mean": list(CLIP_MEAN), "image_std": list(CLIP_STD)}
-    (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
-    if tokenizer is not None:
-        tokenizer.save(folder)
+    tokenizer.save(folder)
+    write_atomically(folder / "preprocessor_config.json",
+                     lambda path: path.write_text(json.dumps(processor, indent=2) + "\n"))
+    write_atomically(folder / "model.safetensors",
+                     lambda path: save_file(hf_state, str(path), metadata={"format": "pt"}))
+    write_atomically(folder / "config.json", lambda path: path.write_text(json.dumps(hf_config, indent=2) + "\n"))
     return folder

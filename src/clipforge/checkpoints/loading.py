@@ -12,12 +12,13 @@ from typing import Any
 import torch
 
 from ..images import ImageTransform
-from ..models import CLIPBase, CLIPConfig, TextConfig, get_config, list_models
+from ..models import CLIP, CLIPConfig, get_config, list_models
+from ..models.clip import default_tokenizer
 from ..models.factory import canonical_name
 from ..text import NgramTokenizer, Tokenizer
-from .download import fetch
+from ..core.download import fetch
 from .huggingface import is_huggingface_state_dict, read_huggingface_folder, state_dict_from_huggingface
-from .native import CONFIG_FILE, is_native_folder, load_native_folder
+from .native import is_native_folder, load_native_folder
 from .state_dict import CheckpointError, infer_config, model_from_state_dict, read_weights
 
 
@@ -39,7 +40,7 @@ def list_pretrained() -> list[str]:
 
 
 def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cpu", *,
-               config: str | dict[str, Any] | CLIPConfig | None = None, activation: str | None = None) -> CLIPBase:
+               config: str | dict[str, Any] | CLIPConfig | None = None, activation: str | None = None) -> CLIP:
     """A model from a published name, a native or Hugging Face folder, or a weights file
     (OpenAI TorchScript archive, OpenAI/OpenCLIP `.pt`/`.bin`/`.safetensors`).
 
@@ -65,36 +66,26 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
 
 
 def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu", **options: Any) -> tuple[CLIP, ImageTransform]:
-    """(model, preprocess), like `clip.load`; `options` go to `load_model`."""
+    """(model, preprocess), like `clip.load`: everything needed to use a model, since the model
+    carries its tokenizer (`model.tokenize(texts)`). `options` go to `load_model`."""
     model = load_model(name_or_path, device, **options)
     return model, ImageTransform(model.image_size)
 
 
-def get_tokenizer(name_or_path: str | os.PathLike | None = None) -> Tokenizer | NgramTokenizer:
-    """The tokenizer that belongs to a model: the n-gram hasher for models (folders or config
-    names) with a bag-of-n-grams text tower, the folder's own vocabulary when it has one
-    (vocab.json + merges.txt), OpenAI's BPE otherwise."""
-    if name_or_path is not None:
-        folder = Path(name_or_path)
-        text = model_text_config(folder)
-        if text is not None and text.tokenizer == "ngram":
-            return NgramTokenizer(text.vocab_size)
-        if folder.is_dir() and (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
-            return Tokenizer.from_files(folder)
-    return Tokenizer.openai()
+def get_tokenizer(model_or_name: CLIP | str | os.PathLike | None = None) -> Tokenizer | NgramTokenizer:
+    """The tokenizer of a model, a model's name or path (loaded as `load_model` does), or OpenAI's
+    BPE when given nothing. Prefer `model.tokenizer` when the model is at hand."""
+    if model_or_name is None:
+        return Tokenizer.openai()
+    if isinstance(model_or_name, CLIP):
+        return model_or_name.tokenizer
+    name = canonical_name(str(model_or_name))
+    if not Path(model_or_name).exists() and name in list_models():  # a config name: no weights to read
+        return default_tokenizer(get_config(name).text)
+    return load_model(model_or_name).tokenizer
 
 
-def model_text_config(name_or_folder: str | os.PathLike) -> TextConfig | None:
-    """The text config of a native model folder or a known config name; None for anything else."""
-    name_or_folder = Path(name_or_folder)
-    if is_native_folder(name_or_folder):
-        return CLIPConfig.from_dict(json.loads((name_or_folder / CONFIG_FILE).read_text())["model"]).text
-    if canonical_name(str(name_or_folder)) in list_models() and not name_or_folder.exists():
-        return get_config(str(name_or_folder)).text
-    return None
-
-
-def _load_folder(folder: Path) -> CLIPBase:
+def _load_folder(folder: Path) -> CLIP:
     if is_native_folder(folder):
         return load_native_folder(folder)
     if (folder / "config.json").is_file() and json.loads((folder / "config.json").read_text()).get("model_type") == "clip":
@@ -102,7 +93,7 @@ def _load_folder(folder: Path) -> CLIPBase:
     raise CheckpointError(f"{folder} is neither a clipforge model folder nor a Hugging Face CLIP folder (config.json)")
 
 
-def _load_file(path: Path, config: Any, activation: str | None) -> CLIPBase:
+def _load_file(path: Path, config: Any, activation: str | None) -> CLIP:
     state, kind = read_weights(path)
     if is_huggingface_state_dict(state):
         state = state_dict_from_huggingface(state)

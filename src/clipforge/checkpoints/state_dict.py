@@ -10,8 +10,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..models import CLIPBase, CLIPConfig, TextConfig, VisionConfig, build_clip
+from ..models import CLIP, CLIPConfig, TextConfig, VisionConfig
+from ..models.clip import AnyTokenizer
 from ..models.config import DEFAULT_LOGIT_SCALE
+from .keys import from_file_keys, to_file_keys
 
 # Entries of OpenAI's TorchScript archives and old OpenCLIP files that are not weights.
 NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -100,14 +102,17 @@ def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
     return len({key[len(prefix):].split(".")[0] for key in state if key.startswith(prefix)})
 
 
-def model_from_state_dict(config: CLIPConfig, state: dict[str, torch.Tensor]) -> CLIPBase:
-    """Build the model without a throwaway random init and load `state` strictly, in float32.
+def model_from_state_dict(config: CLIPConfig, state: dict[str, torch.Tensor],
+                          tokenizer: AnyTokenizer | None = None) -> CLIP:
+    """Build the model without a throwaway random init and load `state` (the files' layout)
+    strictly, in float32. `tokenizer` is checked against the text tower; without one the model
+    uses the tokenizer its config names.
 
     A mismatch raises CheckpointError naming the missing, unexpected and wrongly shaped keys.
     """
     with torch.device("meta"):
-        model = build_clip(config)
-    expected = model.state_dict()
+        model = CLIP(config)
+    expected = to_file_keys(model.state_dict())
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     for key in expected:  # BatchNorm counters are absent from some OpenCLIP files; they are not weights
         if key.endswith("num_batches_tracked") and key not in state:
@@ -121,7 +126,12 @@ def model_from_state_dict(config: CLIPConfig, state: dict[str, torch.Tensor]) ->
             "checkpoint does not match the architecture: "
             + "; ".join(f"{label}: {_shorten(keys)}" for label, keys in
                         (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong_shape)) if keys))
-    model.load_state_dict(state, strict=True, assign=True)
+    model.load_state_dict(from_file_keys(state), strict=True, assign=True)
+    if tokenizer is not None:
+        try:
+            model.tokenizer = tokenizer
+        except ValueError as error:
+            raise CheckpointError(f"the checkpoint's tokenizer does not fit its model: {error}") from None
     return model.eval()
 
 

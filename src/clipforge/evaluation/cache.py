@@ -14,8 +14,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..atomic import write_atomically
-from ..checkpoints.download import cache_dir
+from ..core.atomic import write_atomically
+from ..core.download import cache_dir
 from ..models.fingerprint import weights_fingerprint
 
 VISION_PREFIX = "visual."  # the image tower's state-dict keys; everything else feeds encode_text

@@ -1,5 +1,6 @@
 """The `clipforge classify` and `clipforge eval` subcommands: argument parsing and printing over
-`ZeroShotClassifier` and `runner.run_evaluation`."""
+`ZeroShotClassifier` and `runner.run_evaluation`. Building the parser needs only names and defaults: torch
+loads when a command runs, and `eval`'s scikit-learn and matplotlib (the eval extra) with its runner."""
 
 from __future__ import annotations
 
@@ -8,17 +9,11 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
-from ..checkpoints import get_tokenizer, load
-from ..images import ImageLoadError, load_image
-from .cache import ClassEmbeddingCache
-from .datasets import SHAPES, TASKS, resolve_dataset
-from .features import encode_images
+from ..core.locations import DEFAULT_MODEL_DIR
+from .datasets import SHAPES, TASKS
 from .templates import DEFAULT_TEMPLATE_SET, load_classnames, load_templates, parse_labels, template_set_names
-from .zeroshot import ZeroShotClassifier
 
-DEFAULT_MODEL = "runs/default/model"  # where `clipforge train` saves with its defaults
+DEFAULT_MODEL = DEFAULT_MODEL_DIR
 IMAGES_PER_BATCH = 64
 
 
@@ -76,13 +71,20 @@ def add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def classify_command(args: argparse.Namespace) -> None:
+    import torch
+
+    from ..checkpoints import load
+    from ..images import ImageLoadError, load_image
+    from .cache import ClassEmbeddingCache
+    from .features import encode_images
+    from .zeroshot import ZeroShotClassifier
+
     classnames = parse_labels(args.labels) if args.labels is not None else load_classnames(args.labels_file)
     templates = load_templates(args.templates)
     if args.model == DEFAULT_MODEL and not Path(DEFAULT_MODEL).exists():
         raise FileNotFoundError(f"no model at {DEFAULT_MODEL}: train one with `clipforge train`, or pass --model")
     model, preprocess = load(args.model, args.device)
-    classifier = ZeroShotClassifier(model, classnames, templates, get_tokenizer(args.model),
-                                    cache=None if args.no_cache else ClassEmbeddingCache())
+    classifier = ZeroShotClassifier(model, classnames, templates, cache=None if args.no_cache else ClassEmbeddingCache())
     unreadable = []
     for start in range(0, len(args.images), IMAGES_PER_BATCH):
         paths, pixels = [], []
@@ -109,12 +111,19 @@ def classify_command(args: argparse.Namespace) -> None:
 
 
 def eval_command(args: argparse.Namespace) -> None:
-    from .runner import EvalOptions, run_evaluation  # scikit-learn and matplotlib load only when needed
+    from .datasets import resolve_dataset
+    from .runner import run_evaluation  # the eval extra (scikit-learn, matplotlib) loads here
+    from .suite import EvalOptions, format_headline, headline_metrics
 
     if args.templates:
         load_templates(args.templates)  # a bad file fails now, not after the first model has run
     datasets = [resolve_dataset(spec, args.label_key, args.templates, args.data_dir) for spec in args.dataset]
     options = EvalOptions(tasks=args.task, limit=args.limit, probe_count=args.probe_count, seed=args.seed)
     report = run_evaluation(args.model, datasets, args.output, options, device=args.device, batch_size=args.batch_size)
+    results = json.loads((report.parent / "results.json").read_text())
+    for model, per_dataset in results["results"].items():
+        print(model)
+        for dataset, figures in per_dataset.items():
+            print(format_headline(headline_metrics(dataset, figures)))
     print(f"results: {report.parent / 'results.json'}")
     print(f"report:  {report}")

@@ -4,18 +4,23 @@ tasks in `tasks.json`), or a path to the user's own table, image folder or shard
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..data.builtin import PREFIX, builtin_sets
-from .suite import task_table
 from .templates import DEFAULT_TEMPLATE_SET
 
 SHAPES = "shapes"
 TASKS = ("zeroshot", "retrieval", "linear-probe")
 PROBES = "probes"  # the only task of `shapes`
+
+
+def task_table() -> dict[str, dict[str, Any]]:
+    """Each built-in set's tasks (`tasks.json`), keyed by the set's name."""
+    return json.loads((resources.files(__package__) / "tasks.json").read_text())
 
 
 @dataclass
@@ -51,6 +56,8 @@ def resolve_dataset(spec: str, label_key: str | None = None, templates: str | No
                     data_dir: str | os.PathLike | None = None) -> EvalDataset:
     """`templates` (a set name or file) replaces every zero-shot task's own; `label_key` names the
     metadata field (a table column, a shard's JSON key) that labels the user's own data."""
+    from ..data.builtin import PREFIX, builtin_sets  # here: `clipforge eval --help` reads this module without torch
+
     if spec == SHAPES:
         return EvalDataset(SHAPES, None)
     source: Any
@@ -69,3 +76,10 @@ def resolve_dataset(spec: str, label_key: str | None = None, templates: str | No
     if templates and "zeroshot" in tasks:
         tasks["zeroshot"] = {**tasks["zeroshot"], "templates": templates}
     return EvalDataset(name, source, tasks)
+
+
+def datasets_from_sources(sources: dict[str, Any]) -> list[EvalDataset]:
+    """Set name -> source (as `data.builtin.resolve_eval_sources` gives) to datasets with their tasks:
+    a built-in set's from `tasks.json`, retrieval for any other."""
+    table = task_table()
+    return [EvalDataset(name, source, table.get(name, {"retrieval": True})) for name, source in sources.items()]

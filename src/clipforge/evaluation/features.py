@@ -12,8 +12,7 @@ import torch
 
 from ..data import Sample, SampleError, SkipReport, check_sample, open_source
 from ..images import ImageTransform
-from ..models import CLIPBase
-from ..text import Tokenizer
+from ..models import CLIP
 
 
 def read_samples(source: Any, skips: SkipReport, limit: int | None = None) -> Iterator[Sample]:
@@ -27,15 +26,15 @@ def read_samples(source: Any, skips: SkipReport, limit: int | None = None) -> It
 
 
 @torch.no_grad()
-def encode_texts(model: CLIPBase, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int = 512) -> torch.Tensor:
+def encode_texts(model: CLIP, texts: Sequence[str], batch_size: int = 512) -> torch.Tensor:
     """[n_texts, dim] unit text features; texts longer than the context are truncated."""
-    tokens = tokenizer(list(texts), context_length=model.context_length, truncate=True)
+    tokens = model.tokenize(list(texts), truncate=True)
     device = model.logit_scale.device
     return torch.cat([model.encode_text(chunk.to(device), normalize=True) for chunk in tokens.split(batch_size)])
 
 
 @torch.no_grad()
-def encode_images(model: CLIPBase, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+def encode_images(model: CLIP, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """[n_images, dim] unit image features of preprocessed images [n_images, 3, size, size]."""
     device = model.logit_scale.device
     return torch.cat([model.encode_image(chunk.to(device, torch.float32), normalize=True)
@@ -56,7 +55,7 @@ class EncodedSet:
         return len(self.meta)
 
 
-def encode_source(model: CLIPBase, transform: ImageTransform, source: Any, limit: int | None = None,
+def encode_source(model: CLIP, transform: ImageTransform, source: Any, limit: int | None = None,
                   batch_size: int = 256) -> EncodedSet:
     skips = SkipReport()
     samples = read_samples(source, skips, limit)

@@ -1,7 +1,8 @@
 """Linear probe: logistic regression on frozen image features, the paper's measure of how much a
 representation holds beyond what its text tower can name. Features are standardised with the
 training rows' statistics, so one grid of C suits every model's feature scale; C is chosen on a
-validation split, then refitted on train + validation and scored once on test."""
+validation split, then refitted on train + validation and scored once on test. Needs scikit-learn,
+from the eval extra."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
+
+from ..core.extras import extra_imports
+
+with extra_imports("eval", "the linear probe"):
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 

@@ -1,5 +1,5 @@
 """The evaluation report's figures as PNG files: a confusion matrix per model and set, and the
-prompt-engineering comparison across models."""
+prompt-engineering comparison across models. Needs matplotlib, from the eval extra."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
+from ..core.atomic import write_atomically
+from ..core.extras import extra_imports
 
-from ..atomic import write_atomically  # noqa: E402
+with extra_imports("eval", "the evaluation report's figures"):
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display; chosen before pyplot is imported
+    import matplotlib.pyplot as plt
 
 
 def plot_confusion_matrix(counts: Sequence[Sequence[int]], classnames: Sequence[str], path: str | os.PathLike,

@@ -16,8 +16,7 @@ from ..data.shapes import (
     shape_radius, spatial_probes,
 )
 from ..images import ImageTransform
-from ..models import CLIPBase
-from ..text import Tokenizer
+from ..models import CLIP
 from .features import encode_images, encode_texts
 from .metrics import caption_win_rate
 from .templates import load_templates
@@ -26,7 +25,7 @@ from .zeroshot import ZeroShotClassifier
 PAIR_STREAM = 5  # seeds the single-shape images apart from the generator's own streams
 
 
-def shapes_probe_metrics(model: CLIPBase, tokenizer: Tokenizer, transform: ImageTransform, count: int = 200,
+def shapes_probe_metrics(model: CLIP, transform: ImageTransform, count: int = 200,
                          pair_variants: int = 6, seed: int = 0, image_size: int = 64) -> dict[str, float]:
     """Win rates and top-1 figures in percent, each with its chance level, and the probe sizes.
 
@@ -34,23 +33,23 @@ def shapes_probe_metrics(model: CLIPBase, tokenizer: Tokenizer, transform: Image
     metrics: dict[str, float] = {}
     for kind, probes in (("counting", counting_probes(count, seed, image_size)),
                          ("spatial", spatial_probes(count, seed, image_size))):
-        scores = caption_scores(model, tokenizer, transform, probes)
+        scores = caption_scores(model, transform, probes)
         metrics[f"{kind}_win_rate"] = caption_win_rate(scores)
         metrics[f"{kind}_chance"] = 100.0 / scores.shape[1]
         metrics[f"{kind}_probes"] = len(probes)
-    metrics.update(pair_metrics(model, tokenizer, transform, pair_variants, seed, image_size))
+    metrics.update(pair_metrics(model, transform, pair_variants, seed, image_size))
     return metrics
 
 
-def caption_scores(model: CLIPBase, tokenizer: Tokenizer, transform: ImageTransform,
+def caption_scores(model: CLIP, transform: ImageTransform,
                    probes: Sequence[Probe]) -> torch.Tensor:
     """[n_probes, 1 + n_negatives] cosine similarities, the true caption in column 0."""
     images = encode_images(model, torch.stack([transform(probe.image) for probe in probes]))
-    texts = encode_texts(model, tokenizer, [text for probe in probes for text in (probe.caption, *probe.negatives)])
+    texts = encode_texts(model, [text for probe in probes for text in (probe.caption, *probe.negatives)])
     return torch.einsum("nd,nkd->nk", images, texts.view(len(probes), -1, texts.shape[-1]))
 
 
-def pair_metrics(model: CLIPBase, tokenizer: Tokenizer, transform: ImageTransform, variants: int, seed: int,
+def pair_metrics(model: CLIP, transform: ImageTransform, variants: int, seed: int,
                  image_size: int) -> dict[str, float]:
     """Single-shape images classified among all colour-shape pairs: top-1, and how often the
     predicted pair has the right colour and the right shape, for seen and held-out pairs."""
@@ -63,7 +62,7 @@ def pair_metrics(model: CLIPBase, tokenizer: Tokenizer, transform: ImageTransfor
             target.append(number)
     features = encode_images(model, torch.stack([transform(image) for image in images]))
     classnames = [f"{'an' if color[0] in 'aeiou' else 'a'} {color} {kind}" for color, kind in pairs]
-    predicted = ZeroShotClassifier(model, classnames, load_templates("shapes"), tokenizer).predict(features).cpu()
+    predicted = ZeroShotClassifier(model, classnames, load_templates("shapes")).predict(features).cpu()
     target = torch.tensor(target)
     metrics = {"pairs_chance": 100.0 / len(pairs), "colour_chance": 100.0 / len(COLORS),
                "shape_chance": 100.0 / len(KINDS)}

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_atomically
+from ..core.atomic import write_atomically
 from .plots import plot_confusion_matrix, plot_prompt_comparison
 
 REPORT_FILE = "report.md"
@@ -47,8 +47,9 @@ def _dataset_section(dataset: str, per_model: dict[str, dict[str, Any]], output:
     if "zeroshot" in first:
         lines += _zeroshot_section(dataset, {model: figures["zeroshot"] for model, figures in per_model.items()},
                                    output)
-    if "retrieval" in first:
-        lines += _retrieval_section({model: figures["retrieval"] for model, figures in per_model.items()})
+    for protocol in first.get("retrieval", {}):
+        lines += _retrieval_section(protocol, {model: figures["retrieval"][protocol]
+                                               for model, figures in per_model.items()})
     if "linear_probe" in first:
         lines += _linear_probe_section({model: figures["linear_probe"] for model, figures in per_model.items()})
     return lines
@@ -83,11 +84,18 @@ def _zeroshot_section(dataset: str, per_model: dict[str, dict[str, Any]], output
     return lines
 
 
-def _retrieval_section(per_model: dict[str, dict[str, Any]]) -> list[str]:
+RETRIEVAL_PROTOCOL_TEXT = {
+    "one_caption": "Each image with its own caption only, as training pairs them.",
+    "all_captions": "Every caption an image has (its own and its metadata's alternatives) is a text query for "
+                    "it; an image, as a query, counts as found at the rank of its best-scored caption.",
+}
+
+
+def _retrieval_section(protocol: str, per_model: dict[str, dict[str, Any]]) -> list[str]:
     first = next(iter(per_model.values()))
-    lines = ["", f"### Retrieval: {first['images']:,} images, {first['captions']:,} captions", "",
-             "Every caption is a text query for its image; an image, as a query, counts as found at the "
-             "rank of its best-scored caption. A split is searched on its own (a smaller gallery is easier).", ""]
+    lines = ["", f"### Retrieval, `{protocol}`: {first['images']:,} images, {first['captions']:,} captions", "",
+             RETRIEVAL_PROTOCOL_TEXT[protocol] + " A split is searched on its own (a smaller gallery is easier). "
+             f"Metric names: `<dataset>_{protocol}_<split>_<direction>_R@k`.", ""]
     rows = []
     for split in ("", "seen", "unseen"):
         if split and split not in first:

@@ -1,30 +1,44 @@
-"""The evaluation sets a training run reports on: each set's tasks (retrieval, zero-shot) are data
-in `tasks.json`, keyed by the set's name; images are preprocessed once and kept in memory.
-Unreadable samples are skipped and counted in the set's `skips`."""
+"""One evaluation: a dataset's tasks run on a model. `clipforge eval` and the training loop both
+call `evaluate_dataset` and name its figures with `headline_metrics`, so a metric name means the
+same measurement wherever it is printed.
+
+Retrieval runs under two protocols with two names: `one_caption` (each image with its own caption,
+as in training) and `all_captions` (every caption an image has: its own and the alternatives in
+its metadata; an image counts as found at the rank of its best-scored caption)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from importlib import resources
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ..data import SkipReport
 from ..images import ImageTransform
-from ..models import CLIPBase
-from ..text import Tokenizer
-from .features import encode_images, encode_texts, read_samples
-from .metrics import classification_metrics
+from ..models import CLIP
+from .cache import ClassEmbeddingCache
+from .datasets import PROBES, EvalDataset
+from .features import EncodedSet, encode_source, encode_texts
+from .metrics import classification_metrics, confusion_matrix
+from .probes import shapes_probe_metrics
 from .retrieval import retrieval_metrics, subset_retrieval_metrics
 from .templates import load_templates
 from .zeroshot import ZeroShotClassifier
 
+BARE_NAME, PHOTO_PROMPT = "{}", "a photo of a {}."  # the paper's baselines for its prompt-engineering table
+RETRIEVAL_PROTOCOLS = ("one_caption", "all_captions")
+HEADLINE_SUFFIXES = ("R@1", "R@5", "R@10", "top1", "top5", "test_accuracy")
 
-def task_table() -> dict[str, dict[str, Any]]:
-    return json.loads((resources.files(__package__) / "tasks.json").read_text())
+
+@dataclass
+class EvalOptions:
+    """What changes the figures (and so decides whether an earlier result can be reused)."""
+
+    tasks: list[str] | None = None  # None: every task each dataset has
+    limit: int | None = None  # read only a dataset's first `limit` entries
+    probe_count: int = 200  # counting and spatial probes each
+    pair_variants: int = 6  # images of each colour-shape pair
+    seed: int = 0  # the linear probe's split and the shapes probes
 
 
 def class_targets(meta: Sequence[dict[str, Any]], task: dict[str, Any]) -> tuple[list[str], torch.Tensor]:
@@ -49,69 +63,100 @@ def split_rows(meta: Sequence[dict[str, Any]], split_by: str | None) -> list[tup
     return [(name, rows) for name, rows in splits if rows.any()]
 
 
-@dataclass
-class EvalSet:
-    name: str
-    images: torch.Tensor  # [n, 3, size, size], preprocessed, stored in bfloat16 to halve memory
-    captions: list[str]
-    meta: list[dict[str, Any]]
-    skips: SkipReport = field(default_factory=SkipReport)
-
-    @classmethod
-    def from_source(cls, name: str, source: Any, transform: ImageTransform) -> "EvalSet":
-        skips = SkipReport()
-        images, captions, meta = [], [], []
-        for sample in read_samples(source, skips):
-            images.append(transform(sample.image).to(torch.bfloat16))
-            captions.append(sample.caption)
-            meta.append(sample.meta)
-        if not images:
-            raise ValueError(f"evaluation set {name} has no readable samples ({skips.summary()})")
-        return cls(name, torch.stack(images), captions, meta, skips)
-
-    def image_features(self, model: CLIPBase, batch_size: int = 512) -> torch.Tensor:
-        return encode_images(model, self.images, batch_size)
-
-    @torch.no_grad()
-    def evaluate(self, model: CLIPBase, tokenizer: Tokenizer, tasks: dict[str, Any]) -> dict[str, float]:
-        prefix = self.name.replace("-", "_")
-        features = self.image_features(model)
-        metrics: dict[str, float] = {}
-        if tasks.get("retrieval"):
-            text_features = encode_texts(model, tokenizer, self.captions)
-            own = torch.arange(len(self.captions))
-            metrics.update({f"{prefix}_{k}": v for k, v in retrieval_metrics(features, text_features, own).items()})
-            for label, rows in split_rows(self.meta, tasks.get("split_by")):
-                subset = subset_retrieval_metrics(features, text_features, own, rows)
-                metrics.update({f"{prefix}_{label}_{k}": v for k, v in subset.items() if "R@" in k})
+def evaluate_dataset(model: CLIP, transform: ImageTransform, dataset: EvalDataset, tasks: Sequence[str],
+                     options: EvalOptions, batch_size: int = 256,
+                     cache: ClassEmbeddingCache | None = None) -> dict[str, Any]:
+    """One model on one dataset: {"samples", "skipped", and one entry per task}."""
+    was_training = model.training
+    model.eval()
+    try:
+        if PROBES in tasks:
+            return {PROBES: shapes_probe_metrics(model, transform, options.probe_count, options.pair_variants,
+                                                 options.seed)}
+        encoded = encode_source(model, transform, dataset.source, options.limit, batch_size)
+        figures: dict[str, Any] = {"samples": len(encoded), "skipped": encoded.skips.as_dict()}
+        split_by = dataset.tasks.get("split_by")
         if "zeroshot" in tasks:
-            metrics.update({f"{prefix}_zeroshot_{k}": v
-                            for k, v in self._zeroshot(model, tokenizer, features, tasks["zeroshot"]).items()})
-        return metrics
+            figures["zeroshot"] = zeroshot_figures(model, encoded, dataset.tasks["zeroshot"], split_by, cache)
+        if "retrieval" in tasks:
+            figures["retrieval"] = {protocol: retrieval_figures(model, encoded, protocol, split_by)
+                                    for protocol in RETRIEVAL_PROTOCOLS}
+        if "linear-probe" in tasks:
+            from .linear_probe import linear_probe  # scikit-learn, only for this task
 
-    def _zeroshot(self, model: CLIPBase, tokenizer: Tokenizer, features: torch.Tensor, task: dict[str, Any]) -> dict[str, float]:
-        classnames, target = class_targets(self.meta, task)
-        classifier = ZeroShotClassifier(model, classnames, load_templates(task["templates"]), tokenizer)
-        return classification_metrics(classifier.logits(features), target, len(classnames))
-
-
-class EvalSuite:
-    def __init__(self, sets: Sequence[EvalSet]):
-        self.sets = list(sets)
-        self.tasks = task_table()
-
-    @classmethod
-    def load(cls, sources: dict[str, Any], transform: ImageTransform) -> "EvalSuite":
-        """`sources`: set name -> anything `open_source` reads (e.g. a list of shard paths)."""
-        return cls([EvalSet.from_source(name, source, transform) for name, source in sources.items()])
-
-    def evaluate(self, model: CLIPBase, tokenizer: Tokenizer) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
-        metrics: dict[str, float] = {}
-        for eval_set in self.sets:
-            tasks = self.tasks.get(eval_set.name, {"retrieval": True})
-            metrics.update(eval_set.evaluate(model, tokenizer, tasks))
+            _, target = class_targets(encoded.meta, dataset.tasks["zeroshot"])
+            figures["linear_probe"] = linear_probe(encoded.features, target, options.seed)
+        return figures
+    finally:
         model.train(was_training)
-        return metrics
 
+
+def zeroshot_figures(model: CLIP, encoded: EncodedSet, task: dict[str, Any], split_by: str | None = None,
+                     cache: ClassEmbeddingCache | None = None) -> dict[str, Any]:
+    """Metrics of the task's prompt ensemble, its confusion matrix, top-1 per split, and top-1 of
+    the bare class name and of "a photo of a {}." beside the ensemble's."""
+    classnames, target = class_targets(encoded.meta, task)
+    templates = load_templates(task["templates"])
+
+    def logits(prompts: list[str]) -> torch.Tensor:
+        return ZeroShotClassifier(model, classnames, prompts, cache=cache).logits(encoded.features).cpu()
+
+    ensemble = logits(templates)
+    predicted = ensemble.argmax(dim=-1)
+    figures: dict[str, Any] = {
+        "classes": classnames, "label": task["label"], "templates": str(task["templates"]),
+        "n_templates": len(templates), **classification_metrics(ensemble, target, len(classnames)),
+        "confusion_matrix": confusion_matrix(predicted, target, len(classnames)).tolist(),
+        "prompts": {BARE_NAME: classification_metrics(logits([BARE_NAME]), target, len(classnames))["top1"],
+                    PHOTO_PROMPT: classification_metrics(logits([PHOTO_PROMPT]), target, len(classnames))["top1"],
+                    "ensemble": classification_metrics(ensemble, target, len(classnames))["top1"]},
+    }
+    for split, rows in split_rows(encoded.meta, split_by):
+        figures[f"{split}_top1"] = 100.0 * (predicted[rows] == target[rows]).float().mean().item()
+        figures[f"{split}_samples"] = int(rows.sum())
+    return figures
+
+
+def retrieval_figures(model: CLIP, encoded: EncodedSet, protocol: str = "all_captions",
+                      split_by: str | None = None) -> dict[str, Any]:
+    """Both directions, overall and per split, with each image's own caption (`one_caption`) or
+    all of its captions (`all_captions`) in the text gallery."""
+    if protocol not in RETRIEVAL_PROTOCOLS:
+        raise ValueError(f"retrieval protocol must be one of {RETRIEVAL_PROTOCOLS}, got {protocol!r}")
+    captions = [c[:1] for c in encoded.captions] if protocol == "one_caption" else encoded.captions
+    texts = [caption for image_captions in captions for caption in image_captions]
+    owners = torch.tensor([image for image, image_captions in enumerate(captions) for _ in image_captions])
+    text_features = encode_texts(model, texts)
+    figures: dict[str, Any] = {"images": len(encoded), "captions": len(texts),
+                               **retrieval_metrics(encoded.features, text_features, owners)}
+    for split, rows in split_rows(encoded.meta, split_by):
+        figures[split] = {"images": int(rows.sum()),
+                          **subset_retrieval_metrics(encoded.features, text_features, owners, rows)}
+    return figures
+
+
+def headline_metrics(dataset: str, figures: dict[str, Any]) -> dict[str, float]:
+    """A dataset's figures as flat `name: value` pairs, e.g. `openmoji_one_caption_image_to_text_R@10`,
+    `openmoji_zeroshot_top1`: the names training logs and `clipforge eval` prints."""
+    prefix = dataset.replace("-", "_")
+    metrics: dict[str, float] = {}
+    for protocol, retrieval in figures.get("retrieval", {}).items():
+        for part in ("", "seen", "unseen"):
+            values = retrieval.get(part, {}) if part else retrieval
+            split = f"{part}_" if part else ""
+            metrics.update({f"{prefix}_{protocol}_{split}{key}": value for key, value in values.items()
+                            if "_to_" in key})
+    zeroshot = figures.get("zeroshot", {})
+    metrics.update({f"{prefix}_zeroshot_{key}": value for key, value in zeroshot.items()
+                    if isinstance(value, float)})
+    probe = figures.get("linear_probe", {})
+    metrics.update({f"{prefix}_linear_probe_{key}": value for key, value in probe.items()
+                    if key.endswith("accuracy")})
+    metrics.update({f"{prefix}_{key}": value for key, value in figures.get(PROBES, {}).items()
+                    if key.endswith(("win_rate", "top1"))})
+    return metrics
+
+
+def format_headline(metrics: dict[str, float]) -> str:
+    """The recall@k, top-k and probe-accuracy lines of `metrics`, one `name value` line each."""
+    return "\n".join(f"{key:55s} {value:8.2f}" for key, value in metrics.items() if key.endswith(HEADLINE_SUFFIXES))

@@ -8,8 +8,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..models import CLIPBase
-from ..text import Tokenizer
+from ..models import CLIP
 from .cache import ClassEmbeddingCache
 
 
@@ -17,13 +16,13 @@ class ZeroShotClassifier:
     """`cache`, when given, keeps the class embeddings on disk keyed by the text tower's weights and
     the prompts, so a second classifier over the same model, classes and templates embeds nothing."""
 
-    def __init__(self, model: CLIPBase, classnames: Sequence[str], templates: Sequence[str], tokenizer: Tokenizer,
-                 batch_size: int = 256, cache: ClassEmbeddingCache | None = None):
+    def __init__(self, model: CLIP, classnames: Sequence[str], templates: Sequence[str], batch_size: int = 256,
+                 cache: ClassEmbeddingCache | None = None):
         if not classnames or not templates:
             raise ValueError("zero-shot classification needs at least one class name and one template")
         self.model, self.classnames, self.templates = model, list(classnames), list(templates)
         prompts = [template.format(name) for name in self.classnames for template in self.templates]
-        tokens = tokenizer(prompts, context_length=model.context_length, truncate=True)
+        tokens = model.tokenize(prompts, truncate=True)
         if cache is None:
             self.class_embeddings = self._embed_classes(tokens, batch_size)
         else:

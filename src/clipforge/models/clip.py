@@ -1,16 +1,18 @@
-"""CLIP: an image tower and the text tower mapped into one space, compared by cosine similarity
-scaled by a learned temperature."""
+"""CLIP: an image tower and a text tower mapped into one space, compared by cosine similarity
+scaled by a learned temperature. The model carries the tokenizer its text tower reads."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import CLIPConfig
+from ..text import NgramTokenizer, Tokenizer
+from .config import CLIPConfig, TextConfig
 from .convnet import ConvNet
 from .modified_resnet import ModifiedResNet
 from .ngram_text import NgramBagText
@@ -18,6 +20,7 @@ from .text_transformer import TextTransformer
 from .vision_transformer import VisionTransformer
 
 MAX_LOGIT_SCALE = math.log(100.0)
+AnyTokenizer = Tokenizer | NgramTokenizer
 
 
 class CLIPOutput(NamedTuple):
@@ -35,48 +38,120 @@ def similarity(image_features: torch.Tensor, text_features: torch.Tensor) -> tor
     return F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).t()
 
 
-def build_vision_tower(config: CLIPConfig) -> nn.Module:
+def build_image_tower(config: CLIPConfig) -> nn.Module:
     vision = config.vision
     if vision.kind == "ConvNet":
         return ConvNet(list(vision.channels), config.embed_dim, vision.image_size)
-    if vision.is_resnet:
+    if vision.kind == "ResNet":
         return ModifiedResNet(list(vision.layers), config.embed_dim, vision.num_heads, vision.image_size, vision.width)
     return VisionTransformer(vision.image_size, vision.patch_size, vision.width, vision.layers,
                              vision.num_heads, vision.mlp_ratio, config.embed_dim, config.activation)
 
 
-class CLIPBase(nn.Module):
-    """What every clipforge model has besides its text tower: the image tower under `visual.`, the
-    learned temperature and the contrastive forward pass. The text tower comes from the class it
-    is mixed with, whose parameters sit at the top level of the state dict. Code that takes any
-    model (evaluation, search, the app, training) types it as `CLIPBase`."""
+def build_text_tower(config: CLIPConfig) -> nn.Module:
+    text = config.text
+    if text.kind == "ngram_bag":
+        return NgramBagText(text.context_length, text.vocab_size, text.width, config.embed_dim, text.ngram_dropout)
+    return TextTransformer(text.context_length, text.vocab_size, text.width, text.layers, text.num_heads,
+                           text.mlp_ratio, config.embed_dim, config.activation)
 
-    config: CLIPConfig
 
-    def _add_image_tower_and_temperature(self, config: CLIPConfig) -> None:
+def default_tokenizer(text: TextConfig) -> AnyTokenizer:
+    """The tokenizer a text config names, when it needs no files: OpenAI's BPE or the n-gram hasher."""
+    if text.tokenizer == "ngram":
+        return NgramTokenizer(text.vocab_size)
+    if text.tokenizer == "openai":
+        return Tokenizer.openai()
+    raise ValueError("this model was trained with its own vocabulary, which was not loaded with it: load the "
+                     "model from its folder (clipforge.load(FOLDER)), which holds vocab.json and merges.txt")
+
+
+def check_tokenizer_fits(tokenizer: AnyTokenizer, text: TextConfig) -> None:
+    """Raise ValueError when `tokenizer`'s ids would not index the text tower's embedding table as trained."""
+    hashing = isinstance(tokenizer, NgramTokenizer)
+    if hashing != (text.kind == "ngram_bag"):
+        raise ValueError(f"a {type(tokenizer).__name__} does not go with a {text.kind!r} text tower")
+    if hashing and tokenizer.vocab_size != text.vocab_size:
+        raise ValueError(f"the n-gram tokenizer hashes into {tokenizer.vocab_size} buckets but the text tower "
+                         f"has {text.vocab_size} rows: every id would mean another n-gram")
+    if tokenizer.vocab_size > text.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the text tower's embedding table "
+                         f"has {text.vocab_size} rows: its highest ids would not fit")
+
+
+class CLIP(nn.Module):
+    """`visual` (ViT, ModifiedResNet or ConvNet) and `text` (Transformer or bag of n-grams), as the
+    config says, with the temperature (`logit_scale`, and `logit_bias` for sigmoid-loss models).
+
+    `tokenizer` is the one the text tower was trained with; `tokenize(texts)` gives its ids at the
+    model's context length. OpenAI's state-dict layout (text tower at the top level) is a matter of
+    the checkpoint files, mapped in `clipforge.checkpoints.keys`.
+    """
+
+    def __init__(self, config: CLIPConfig, tokenizer: AnyTokenizer | None = None):
+        super().__init__()
         self.config = config
-        self.visual = build_vision_tower(config)
+        self.visual = build_image_tower(config)
+        self.text = build_text_tower(config)
         self.logit_scale = nn.Parameter(torch.empty(()))
         self.logit_bias = nn.Parameter(torch.empty(())) if config.init_logit_bias is not None else None
+        self._tokenizer: AnyTokenizer | None = None
+        if tokenizer is not None:
+            self.tokenizer = tokenizer
         if not self.logit_scale.is_meta:
             self.init_parameters()
 
     @torch.no_grad()
     def init_parameters(self) -> None:
-        super().init_parameters()
         self.visual.init_parameters()
+        self.text.init_parameters()
         self.logit_scale.fill_(self.config.init_logit_scale)
         if self.logit_bias is not None:
             self.logit_bias.fill_(self.config.init_logit_bias)
 
     @property
+    def tokenizer(self) -> AnyTokenizer:
+        """Built from the config on first use when none was given (OpenAI's BPE takes about a second)."""
+        if self._tokenizer is None:
+            self.tokenizer = default_tokenizer(self.config.text)
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tokenizer: AnyTokenizer) -> None:
+        check_tokenizer_fits(tokenizer, self.config.text)
+        self._tokenizer = tokenizer
+
+    @property
     def image_size(self) -> int:
         return self.config.vision.image_size
+
+    @property
+    def context_length(self) -> int:
+        return self.config.text.context_length
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.text.vocab_size
+
+    def tokenize(self, texts: str | Sequence[str], truncate: bool = False) -> torch.Tensor:
+        """Token ids [len(texts), context_length] int64 for this model's text tower, on the CPU."""
+        return self.tokenizer(texts, context_length=self.context_length, truncate=truncate)
 
     def encode_image(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """image: preprocessed [batch, 3, size, size] -> features [batch, embed_dim]."""
         features = self.visual(image)
         return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """text: token ids [batch, length <= context_length] -> features [batch, embed_dim]."""
+        features = self.text(text)
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute transformer blocks in the backward pass instead of storing their activations."""
+        for tower in (self.visual, self.text):
+            if hasattr(tower, "transformer"):
+                tower.transformer.grad_checkpointing = enabled
 
     def logit_scale_exp(self) -> torch.Tensor:
         """exp(logit_scale), never above 100 (the paper's clamp against training instability)."""
@@ -94,28 +169,3 @@ class CLIPBase(nn.Module):
         if self.logit_bias is not None:
             logits = logits + self.logit_bias
         return CLIPOutput(image_features, text_features, logits)
-
-
-class CLIP(CLIPBase, TextTransformer):
-    """CLIP's text transformer at the top level and the image tower under `visual.`, exactly as in
-    OpenAI's and OpenCLIP's state dicts."""
-
-    def __init__(self, config: CLIPConfig):
-        text = config.text
-        TextTransformer.__init__(self, text.context_length, text.vocab_size, text.width, text.layers,
-                                 text.num_heads, text.mlp_ratio, config.embed_dim, config.activation)
-        self._add_image_tower_and_temperature(config)
-
-
-class NgramCLIP(CLIPBase, NgramBagText):
-    """An image tower with the bag-of-n-grams text tower."""
-
-    def __init__(self, config: CLIPConfig):
-        text = config.text
-        NgramBagText.__init__(self, text.context_length, text.vocab_size, text.width, config.embed_dim, text.ngram_dropout)
-        self._add_image_tower_and_temperature(config)
-
-
-def build_clip(config: CLIPConfig) -> CLIPBase:
-    """The model class a config describes, its parameters left unallocated under `torch.device("meta")`."""
-    return NgramCLIP(config) if config.text.kind == "ngram_bag" else CLIP(config)

@@ -25,6 +25,7 @@ class ConvNet(nn.Module):
             in_channels = out_channels
         self.stages = nn.Sequential(*layers)
         self.proj = nn.Linear(in_channels, output_dim)
+        self.register_load_state_dict_post_hook(_channels_last_after_load)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """image: [batch, 3, size, size] -> features [batch, output_dim]. Convolutions run channels-last:
@@ -40,3 +41,8 @@ class ConvNet(nn.Module):
             if isinstance(module, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)):
                 module.reset_parameters()
         self.to(memory_format=torch.channels_last)
+
+
+def _channels_last_after_load(module: nn.Module, incompatible_keys: object) -> None:
+    """Loaded weights take the layout `init_parameters` gives: the same kernels, the same numbers."""
+    module.to(memory_format=torch.channels_last)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .clip import CLIPBase, build_clip
+from .clip import CLIP
 from .config import CLIPConfig
 
 _CONFIGS = resources.files(__package__) / "configs"
@@ -41,13 +41,14 @@ def get_config(name_or_config: str | os.PathLike | dict[str, Any] | CLIPConfig) 
 
 
 def create_model(name_or_config: str | os.PathLike | dict[str, Any] | CLIPConfig,
-                 device: str | torch.device | None = None) -> CLIPBase:
+                 device: str | torch.device | None = None) -> CLIP:
     """A freshly initialised model (CLIP's initialisation scheme), in float32 and eval mode.
 
     Under `torch.device("meta")` the parameters are left unallocated, which is how checkpoint
-    loading builds a model without paying for a random initialisation it would overwrite.
+    loading builds a model without paying for a random initialisation it would overwrite. The
+    tokenizer is the config's (OpenAI's BPE or the n-gram hasher), built on first use.
     """
-    model = build_clip(get_config(name_or_config))
+    model = CLIP(get_config(name_or_config))
     if device is not None:
         model = model.to(device)
     return model.eval()

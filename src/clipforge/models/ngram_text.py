@@ -5,7 +5,6 @@ almost nothing to run, and its trigrams let it read words it never saw in traini
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -21,7 +20,7 @@ class NgramBagText(nn.Module):
         self.ln_final = nn.LayerNorm(width)
         self.text_projection = nn.Parameter(torch.empty(width, output_dim))
 
-    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
         """text: n-gram ids [batch, length <= context_length], 0-padded -> features [batch, output_dim].
         A text with no n-grams (an empty caption) gets the features of an all-zero bag."""
         if text.shape[-1] > self.context_length:
@@ -31,8 +30,7 @@ class NgramBagText(nn.Module):
             present &= torch.rand(text.shape, device=text.device) >= self.dropout
         present = present.unsqueeze(-1).to(self.token_embedding.weight.dtype)
         bag = (self.token_embedding(text) * present).sum(dim=1) / present.sum(dim=1).clamp(min=1)
-        features = self.ln_final(bag) @ self.text_projection
-        return F.normalize(features, dim=-1) if normalize else features
+        return self.ln_final(bag) @ self.text_projection
 
     @torch.no_grad()
     def init_parameters(self) -> None:

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-from .clip import CLIPBase
+from .clip import CLIP
 
 
-def quantize_int8(model: CLIPBase) -> CLIPBase:
+def quantize_int8(model: CLIP) -> CLIP:
     """An eval-mode copy of `model` whose linear layers compute in int8 (CPU only); `model` is untouched."""
     device = model.logit_scale.device
     if device.type != "cpu":

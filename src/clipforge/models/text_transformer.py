@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .layers import Transformer
@@ -12,8 +11,7 @@ LENGTH_GROUP_SIZE = 64  # rows per length group: short enough to cut padding, lo
 
 
 class TextTransformer(nn.Module):
-    """Its parameter names sit at the top level of OpenAI's CLIP state dict, which is why `CLIP`
-    extends this class rather than holding it as a submodule."""
+    """CLIP's text tower; `CLIP` holds it as `text`."""
 
     def __init__(self, context_length: int, vocab_size: int, width: int, layers: int, heads: int,
                  mlp_ratio: float, output_dim: int, activation: str):
@@ -26,7 +24,7 @@ class TextTransformer(nn.Module):
         self.ln_final = nn.LayerNorm(width)
         self.text_projection = nn.Parameter(torch.empty(width, output_dim))
 
-    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
         """text: token ids [batch, length <= context_length] -> features [batch, output_dim].
 
         Features are read at the end-of-text token, the highest id in every CLIP vocabulary, so
@@ -46,17 +44,13 @@ class TextTransformer(nn.Module):
                   for start, rows in zip(starts, order.split(LENGTH_GROUP_SIZE))]
         if not groups:  # an empty batch
             return self.text_projection.new_zeros(0, self.text_projection.shape[1])
-        features = torch.cat(groups)[order.argsort()]
-        return F.normalize(features, dim=-1) if normalize else features
+        return torch.cat(groups)[order.argsort()]
 
     def _features_at_end(self, text: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
         """text [batch, length] whose end tokens sit at positions `eot` [batch] -> [batch, output_dim]."""
         x = self.token_embedding(text) + self.positional_embedding[: text.shape[-1]].to(self.token_embedding.weight.dtype)
         x = self.ln_final(self.transformer(x, causal=True))
         return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
-
-    def forward(self, text: torch.Tensor) -> torch.Tensor:
-        return self.encode_text(text)
 
     @torch.no_grad()
     def init_parameters(self) -> None:

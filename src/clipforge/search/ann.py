@@ -14,10 +14,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import faiss
 import numpy as np
 
+from clipforge.core.extras import extra_imports
 from clipforge.search.exact import exact_top_k
+
+with extra_imports("search", "image search"):
+    import faiss
 
 RECALL_TARGET = 0.95
 CALIBRATION_QUERIES = 200

@@ -27,12 +27,12 @@ from tqdm import tqdm
 
 import clipforge
 from clipforge.images import ImageTransform
-from clipforge.models import CLIPBase
+from clipforge.models import CLIP
 from clipforge.search.ann import build_ann
 from clipforge.search.files import ImageFile, ImageFileDataset, collate_loaded, list_images, resolve_roots
 from clipforge.search.fingerprint import model_fingerprint
 from clipforge.search.store import COPY_ROWS, DATABASE, FileRecord, ImageIndex, IndexWriter, StoredFile
-from clipforge.training.distributed import init_distributed
+from clipforge.core.distributed import init_distributed
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_WORKERS = 2
@@ -79,7 +79,7 @@ class IndexReport:
 class Embedder:
     """Reads files through DataLoader workers and embeds them with the model, a batch at a time."""
 
-    def __init__(self, model: CLIPBase, preprocess: ImageTransform, batch_size: int, workers: int, progress: bool) -> None:
+    def __init__(self, model: CLIP, preprocess: ImageTransform, batch_size: int, workers: int, progress: bool) -> None:
         if batch_size < 1 or workers < 0:
             raise ValueError(f"batch_size must be at least 1 and workers at least 0, got {batch_size}, {workers}")
         self.model, self.preprocess = model, preprocess

@@ -1,5 +1,5 @@
 """`clipforge index build|update`, `clipforge search` and `clipforge dedup`: thin shells over
-`clipforge.search`."""
+`clipforge.search`. Building the parser imports nothing heavy: torch and FAISS load when a command runs."""
 
 from __future__ import annotations
 
@@ -8,27 +8,28 @@ import json
 import os
 from pathlib import Path
 
-from clipforge.images.transform import load_image
-from clipforge.search.builder import DEFAULT_ANN_THRESHOLD, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, build_index, update_index
-from clipforge.search.dedup import DEFAULT_THRESHOLD, find_duplicates
-from clipforge.search.query import Searcher
-from clipforge.search.store import ImageIndex, default_index_path
-
 
 def index_build_command(args: argparse.Namespace) -> None:
-    report = build_index(args.folders, args.index, args.model, **_build_options(args))
+    from clipforge.search import build_index
+
+    report = build_index(args.folders, _index_path(args), args.model, **_build_options(args))
     _print_report(report, args.json)
 
 
 def index_update_command(args: argparse.Namespace) -> None:
-    report = update_index(args.index, args.model, **_build_options(args))
+    from clipforge.search import update_index
+
+    report = update_index(_index_path(args), args.model, **_build_options(args))
     _print_report(report, args.json)
 
 
 def search_command(args: argparse.Namespace) -> None:
+    from clipforge.images import load_image
+    from clipforge.search import ImageIndex, Searcher
+
     if (args.query is None) == (args.image is None):
         raise ValueError("give either a text query or --image PATH")
-    with ImageIndex.open(args.index) as index:
+    with ImageIndex.open(_index_path(args)) as index:
         searcher = Searcher.for_index(index, args.device)
         if args.image is not None:
             hits = searcher.by_image(load_image(args.image), args.k, args.folder)
@@ -41,8 +42,12 @@ def search_command(args: argparse.Namespace) -> None:
 
 
 def dedup_command(args: argparse.Namespace) -> None:
-    with ImageIndex.open(args.index) as index:
-        groups = find_duplicates(index, args.threshold, args.folder)
+    from clipforge.search import ImageIndex, find_duplicates
+    from clipforge.search.dedup import DEFAULT_THRESHOLD
+
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    with ImageIndex.open(_index_path(args)) as index:
+        groups = find_duplicates(index, threshold, args.folder)
     if args.json:
         print(json.dumps([{"paths": [str(path) for path in group.paths], "similarity": group.similarity}
                           for group in groups], indent=2))
@@ -50,12 +55,20 @@ def dedup_command(args: argparse.Namespace) -> None:
     for group in groups:
         print(f"{len(group.paths)} images, similarity >= {group.similarity:.4f}")
         print("\n".join(f"  {path}" for path in group.paths))
-    print(f"{len(groups)} groups of near-duplicates at similarity >= {args.threshold}")
+    print(f"{len(groups)} groups of near-duplicates at similarity >= {threshold}")
+
+
+def _index_path(args: argparse.Namespace) -> Path:
+    from clipforge.search import default_index_path
+
+    return args.index if args.index is not None else default_index_path()
 
 
 def _build_options(args: argparse.Namespace) -> dict:
-    return {"batch_size": args.batch_size, "workers": args.workers, "progress": not args.no_progress,
-            "ann_threshold": args.ann_threshold, "device": args.device}
+    """The options given on the command line; the others keep `build_index`'s defaults."""
+    given = {"batch_size": args.batch_size, "workers": args.workers, "ann_threshold": args.ann_threshold}
+    return {**{name: value for name, value in given.items() if value is not None},
+            "progress": not args.no_progress, "device": args.device}
 
 
 def _print_report(report, as_json: bool) -> None:
@@ -65,16 +78,16 @@ def _print_report(report, as_json: bool) -> None:
 
 
 def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--index", type=Path, default=default_index_path(),
+    parser.add_argument("--index", type=Path,
                         help="the index folder (default: $CLIPFORGE_INDEX or the cache's 'index')")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _add_build_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common_arguments(parser)
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="data-loader processes")
-    parser.add_argument("--ann-threshold", type=int, default=DEFAULT_ANN_THRESHOLD,
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--workers", type=int, help="data-loader processes")
+    parser.add_argument("--ann-threshold", type=int,
                         help="build a FAISS index from this many images on")
     parser.add_argument("--device", help="default: this rank's GPU if there is one, else the CPU")
     parser.add_argument("--no-progress", action="store_true")
@@ -105,7 +118,7 @@ def add_search_commands(commands: argparse._SubParsersAction) -> None:
     search.set_defaults(run=search_command)
 
     dedup = commands.add_parser("dedup", help="list groups of near-duplicate images in an index")
-    dedup.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="cosine similarity")
+    dedup.add_argument("--threshold", type=float, help="cosine similarity")
     dedup.add_argument("--folder", type=Path, help="only images under this folder")
     _add_common_arguments(dedup)
     dedup.set_defaults(run=dedup_command)

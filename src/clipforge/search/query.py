@@ -14,12 +14,11 @@ from PIL import Image
 
 import clipforge
 from clipforge.images import ImageTransform
-from clipforge.models import CLIPBase
+from clipforge.models import CLIP
 from clipforge.search.ann import AnnIndex
 from clipforge.search.exact import exact_top_k
 from clipforge.search.fingerprint import model_fingerprint
 from clipforge.search.store import ImageIndex, IndexModelMismatch, Snapshot
-from clipforge.text import Tokenizer
 
 
 class SearchHit(NamedTuple):
@@ -63,23 +62,23 @@ def approximate_index(snapshot: Snapshot, rows: np.ndarray | None) -> AnnIndex |
 class Searcher:
     """Text and image queries against an index, embedded by the model the index was built with."""
 
-    def __init__(self, index: ImageIndex, model: CLIPBase, preprocess: ImageTransform, tokenizer: Tokenizer) -> None:
+    def __init__(self, index: ImageIndex, model: CLIP, preprocess: ImageTransform) -> None:
         model_id = model_fingerprint(model)
         if model_id != index.model_id:
             raise IndexModelMismatch(f"the index at {index.folder} was built with {index.model_source!r} "
                                      f"(id {index.model_id}); this model's id is {model_id}")
-        self.index, self.model, self.preprocess, self.tokenizer = index, model, preprocess, tokenizer
+        self.index, self.model, self.preprocess = index, model, preprocess
         self.device = next(model.parameters()).device
 
     @classmethod
     def for_index(cls, index: ImageIndex, device: str | torch.device = "cpu") -> Searcher:
         """A searcher with the model the index records (`index.model_source`)."""
         model, preprocess = clipforge.load(index.model_source, device)
-        return cls(index, model, preprocess, clipforge.get_tokenizer(index.model_source))
+        return cls(index, model, preprocess)
 
     @torch.inference_mode()
     def by_text(self, text: str, k: int = 20, folder: str | os.PathLike | None = None) -> list[SearchHit]:
-        tokens = self.tokenizer([text], context_length=self.model.context_length, truncate=True)
+        tokens = self.model.tokenize([text], truncate=True)
         return self._nearest(self.model.encode_text(tokens.to(self.device), normalize=True), k, folder)
 
     @torch.inference_mode()

@@ -31,8 +31,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from clipforge.atomic import write_atomically
-from clipforge.checkpoints.download import cache_dir
+from clipforge.core.atomic import write_atomically
+from clipforge.core.download import cache_dir
 from clipforge.search.ann import AnnIndex
 
 FORMAT = 1

@@ -6,6 +6,9 @@ BPE with `</w>` on the last one. Two shortcuts keep the ids identical: printable
 skips ftfy and unescaping (they cannot change it), and whitespace-separated chunks are cached
 chunk → ids, so a cache hit costs no regex and no BPE. Misses are merged by the Rust `tokenizers`
 BPE, which applies the same lowest-rank-first merges as the reference loop.
+
+OpenAI's merges ship with the package (`vocab/`, under OpenAI's MIT licence in `vocab/LICENSE`), so
+`Tokenizer.openai()` needs no network and no cache.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import functools
 import gzip
 import html
+import importlib.resources
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -25,11 +29,7 @@ import regex
 import torch
 from tokenizers.models import BPE
 
-from clipforge.checkpoints.download import cache_dir, fetch
-
-OPENAI_BPE_URL = "https://github.com/openai/CLIP/raw/main/clip/bpe_simple_vocab_16e6.txt.gz"
-OPENAI_BPE_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
-BPE_PATH_ENV = "CLIPFORGE_BPE_PATH"
+OPENAI_MERGES = importlib.resources.files(__package__) / "vocab" / "bpe_simple_vocab_16e6.txt.gz"
 OPENAI_MERGE_COUNT = 49152 - 256 - 2  # the reference reads merges from lines 2 .. 48895 only
 
 START_OF_TEXT = "<|startoftext|>"
@@ -179,9 +179,10 @@ class Tokenizer:
         return tuple(ids)
 
     @classmethod
-    def from_openai_merges(cls, path: str | os.PathLike) -> Tokenizer:
-        """Build from OpenAI's `bpe_simple_vocab_16e6.txt.gz` (gzipped or plain text)."""
-        data = Path(path).read_bytes()
+    def from_openai_merges(cls, path: str | os.PathLike | importlib.resources.abc.Traversable) -> Tokenizer:
+        """Build from OpenAI's `bpe_simple_vocab_16e6.txt.gz` (gzipped or plain text): a path, or a
+        package resource such as `OPENAI_MERGES`."""
+        data = (path if hasattr(path, "read_bytes") else Path(path)).read_bytes()
         if data[:2] == b"\x1f\x8b":
             data = gzip.decompress(data)
         lines = data.decode("utf-8").split("\n")[1 : 1 + OPENAI_MERGE_COUNT]
@@ -205,14 +206,9 @@ class Tokenizer:
 
     @classmethod
     def openai(cls, path: str | os.PathLike | None = None) -> Tokenizer:
-        """CLIP's published tokenizer, built once per process.
-
-        From `path`, else `$CLIPFORGE_BPE_PATH`, else the download cache (fetched and verified).
-        """
-        path = path or os.environ.get(BPE_PATH_ENV)
-        if path:
-            return _load_openai(os.path.abspath(path))
-        return _fetch_openai(OPENAI_BPE_URL, OPENAI_BPE_SHA256, str(cache_dir()))
+        """CLIP's published tokenizer from the merges shipped with the package, or from another
+        merges file at `path`; built once per process (per path)."""
+        return _load_openai(os.path.abspath(path) if path else None)
 
     def save(self, folder: str | os.PathLike) -> None:
         """Write `vocab.json` and `merges.txt` as Hugging Face's CLIP tokenizer lays them out."""
@@ -281,14 +277,8 @@ def _shorten(text: str, limit: int = 60) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_openai(path: str) -> Tokenizer:
-    return Tokenizer.from_openai_merges(path)
-
-
-@functools.lru_cache(maxsize=4)
-def _fetch_openai(url: str, sha256: str, cache_folder: str) -> Tokenizer:
-    """Keyed by the cache folder too, so a changed `$CLIPFORGE_CACHE` is looked at again."""
-    return _load_openai(str(fetch(url, sha256)))
+def _load_openai(path: str | None) -> Tokenizer:
+    return Tokenizer.from_openai_merges(OPENAI_MERGES if path is None else path)
 
 
 def tokenize(

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import write_atomically
+from ..core.atomic import write_atomically
 
 CHECKPOINT_GLOB = "step-*.pt"
 

@@ -12,13 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.locations import DEFAULT_RUN_DIR
+
 
 @dataclass
 class TrainConfig:
     # what to train
     model: str = "forge-cnn-ngram"  # config name or JSON path; ignored when `pretrained` is set
     pretrained: str | None = None  # fine-tune from a published name, file or folder
-    tokenizer: str = "learn"  # BPE for transformer text towers: "learn" from the captions, or "openai"
+    tokenizer: str = "learn"  # a fresh transformer text tower's BPE: "learn" from the captions, or "openai"
     vocab_size: int = 4096  # for tokenizer "learn"
     # data
     train_data: list[str] = field(default_factory=lambda: ["builtin:train"])
@@ -51,7 +53,7 @@ class TrainConfig:
     lock_text: bool = False
     # bookkeeping
     seed: int = 0
-    output_dir: str = "runs/default"
+    output_dir: str = DEFAULT_RUN_DIR
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
     eval_every: int = 0  # 0: evaluate only at the end (the default: the 10-minute budget has no room for more)

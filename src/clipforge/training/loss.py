@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .distributed import gather_with_grad
+from ..core.distributed import gather_with_grad
 
 
 def _rank() -> int:

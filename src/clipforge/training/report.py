@@ -1,25 +1,27 @@
 """End-of-run artefacts: a PNG of the loss, evaluation and temperature curves, and a short
-markdown report beside it."""
+markdown report beside it. The plot needs matplotlib (the eval extra); without it training still
+writes the report, which says how to get the plot."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-
-from .config import TrainConfig  # noqa: E402
+from ..core.extras import MissingExtraError, require
+from .config import TrainConfig
 
 HEADLINE_METRICS = ("openmoji_image_to_text_R@1", "openmoji_image_to_text_R@10", "openmoji_zeroshot_top1",
                     "fashion_mnist_zeroshot_top1")
 
 
-def write_report(out: Path, config: TrainConfig, history: list[dict[str, Any]]) -> tuple[Path, Path]:
-    plot = _plot_curves(out / "curves.png", history)
+def write_report(out: Path, config: TrainConfig, history: list[dict[str, Any]]) -> tuple[Path | None, Path]:
+    """`(curves.png or None without matplotlib, report.md)` in `out`."""
+    try:
+        plot, figure = _plot_curves(out / "curves.png", history), "![curves](curves.png)"
+    except MissingExtraError as error:
+        plot, figure = None, f"No curves plot: {error}."
     evaluated = [record for record in history if any(key.endswith(("top1", "R@1")) for key in record)]
     final = evaluated[-1] if evaluated else {}
     lines = [f"# Training report: {out.name}", "",
@@ -27,7 +29,7 @@ def write_report(out: Path, config: TrainConfig, history: list[dict[str, Any]]) 
              f"precision {config.precision}, model {config.pretrained or config.model}",
              f"- final loss: {history[-1]['loss']:.4f}" if history else "- no steps run",
              f"- final temperature: {math.exp(-history[-1]['logit_scale']):.4f}" if history else "",
-             "", "![curves](curves.png)", ""]
+             "", figure, ""]
     if final:
         lines += ["| metric | value |", "|---|---|"]
         lines += [f"| {key} | {value:.2f} |" for key, value in final.items()
@@ -37,7 +39,14 @@ def write_report(out: Path, config: TrainConfig, history: list[dict[str, Any]]) 
     return plot, report
 
 
+def _pyplot() -> ModuleType:
+    matplotlib = require("matplotlib", "eval", "the curves plot")
+    matplotlib.use("Agg")  # files only, no display; chosen before pyplot is imported
+    return require("matplotlib.pyplot", "eval", "the curves plot")
+
+
 def _plot_curves(path: Path, history: list[dict[str, Any]]) -> Path:
+    plt = _pyplot()
     figure, (loss_axis, eval_axis, temperature_axis) = plt.subplots(1, 3, figsize=(15, 4))
     steps = [record["step"] for record in history]
     loss_axis.plot(steps, [record["loss"] for record in history], linewidth=0.8)

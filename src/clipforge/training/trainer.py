@@ -18,18 +18,19 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..checkpoints import load_model, model_text_config, save_model
+from ..checkpoints import load_model, save_model
 from ..data import SampleError, ShardSource, SkipReport, make_loader, open_source
 from ..data.memo import ImageMemo
 from ..data.samples import alternative_captions, read_caption, read_metadata
 from ..data.builtin import resolve_eval_sources, resolve_training_source
-from ..evaluation.suite import EvalSuite
+from ..evaluation.datasets import EvalDataset, datasets_from_sources
+from ..evaluation.suite import EvalOptions, evaluate_dataset, headline_metrics
 from ..images import ImageTransform, TrainAugment
-from ..models import CLIPBase, create_model, get_config
-from ..text import NgramTokenizer, Tokenizer, train_bpe
+from ..models import CLIP, create_model, get_config
+from ..text import Tokenizer, train_bpe
 from .checkpointing import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
-from .distributed import DistributedContext, init_distributed
+from ..core.distributed import DistributedContext, init_distributed
 from .loss import contrastive_loss, sigmoid_loss
 from .optim import cosine_lr, make_optimizer
 from .report import write_report
@@ -63,8 +64,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     train_source = open_source(resolve_training_source(config.train_data))
     if isinstance(train_source, ShardSource):
         train_source.shuffle_buffer = config.shuffle_buffer
-    tokenizer = _tokenizer(config, out, train_source, context)
-    model = _model(config, tokenizer).to(context.device)
+    model = _model(config, out, train_source, context).to(context.device)
     optimizer = make_optimizer(model, config.lr, config.weight_decay, (config.beta1, config.beta2), config.eps)
     step, epoch, batch_in_epoch = 0, 0, 0
     if start is not None:
@@ -75,9 +75,8 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     wrapped = DistributedDataParallel(model) if context.enabled else model
     transform = ImageTransform(model.image_size)
     skips = SkipReport()
-    batches = _batches(config, context, train_source, transform, tokenizer, model.context_length, epoch,
-                       batch_in_epoch, skips)
-    eval_suite = EvalSuite.load(resolve_eval_sources(config.eval_data), transform) if context.is_main and config.eval_data else None
+    batches = _batches(config, context, train_source, transform, model, epoch, batch_in_epoch, skips)
+    eval_sets = datasets_from_sources(resolve_eval_sources(config.eval_data)) if context.is_main else []
 
     metrics_file = out / "metrics.jsonl"
     tensorboard = _tensorboard_writer(out) if context.is_main else None
@@ -104,8 +103,8 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
             last_time, samples_since = now, 0
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", temp=f"{math.exp(-record['logit_scale']):.4f}",
                             samples_s=f"{record['samples_per_s']:.0f}")
-        if eval_suite is not None and (step == config.steps or config.eval_every and step % config.eval_every == 0):
-            record.update(eval_suite.evaluate(model, tokenizer))
+        if eval_sets and (step == config.steps or config.eval_every and step % config.eval_every == 0):
+            record.update(evaluate_for_training(model, transform, eval_sets))
         if context.is_main:
             history.append(record)
             with open(metrics_file, "a") as handle:
@@ -129,12 +128,20 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     final = history[-1] if history else {}
     report = out / "report.md"
     if context.is_main:
-        learnt = isinstance(tokenizer, Tokenizer) and config.tokenizer == "learn"
-        save_model(model.eval(), model_dir, tokenizer=tokenizer if learnt else None)
+        save_model(model.eval(), model_dir)
         write_report(out, config, history)
     if context.enabled:
         torch.distributed.barrier()
     return TrainResult(model_dir=model_dir, report=report, metrics=final, history=history)
+
+
+def evaluate_for_training(model: CLIP, transform: ImageTransform, datasets: list[EvalDataset]) -> dict[str, float]:
+    """Zero-shot and retrieval on each evaluation set, by the code and under the names of `clipforge eval`."""
+    metrics: dict[str, float] = {}
+    for dataset in datasets:
+        tasks = [task for task in dataset.supported_tasks if task != "linear-probe"]
+        metrics.update(headline_metrics(dataset.name, evaluate_dataset(model, transform, dataset, tasks, EvalOptions())))
+    return metrics
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
@@ -147,7 +154,7 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def _train_step(wrapped: torch.nn.Module, model: CLIPBase, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+def _train_step(wrapped: torch.nn.Module, model: CLIP, optimizer: torch.optim.Optimizer, images: torch.Tensor,
                 tokens: torch.Tensor, config: TrainConfig, autocast: torch.autocast) -> float:
     """One optimizer step. With accum_freq K, features of all K micro-batches are first computed
     without gradients; each micro-batch is then re-encoded with gradients and scored against the
@@ -191,7 +198,7 @@ def _train_step(wrapped: torch.nn.Module, model: CLIPBase, optimizer: torch.opti
 
 
 def _batches(config: TrainConfig, context: DistributedContext, source: Any, transform: ImageTransform,
-             tokenizer: Tokenizer, context_length: int, epoch: int, batch_in_epoch: int, skips: SkipReport
+             model: CLIP, epoch: int, batch_in_epoch: int, skips: SkipReport
              ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
     """(epoch, loader position in that epoch, images, tokens) forever; a resumed run starts at the
     saved position, so it sees the batches the uninterrupted run would have seen. Bad samples of
@@ -199,9 +206,9 @@ def _batches(config: TrainConfig, context: DistributedContext, source: Any, tran
     augment = TrainAugment(config.augment_crop_scale, config.augment_grayscale)
     memo = ImageMemo(config.image_memo_mib * 2**20) if config.image_memo_mib and not config.workers else None
     while True:
-        loader = make_loader(source, transform, tokenizer, config.batch_size, num_workers=config.workers,
+        loader = make_loader(source, transform, model.tokenizer, config.batch_size, num_workers=config.workers,
                              seed=config.seed, epoch=epoch, rank=context.rank, world_size=context.world_size,
-                             caption_choice=config.caption_choice, context_length=context_length,
+                             caption_choice=config.caption_choice, context_length=model.context_length,
                              skip_batches=batch_in_epoch, augment=None if augment.is_identity else augment, memo=memo,
                              shift=config.augment_shift)
         for images, tokens in loader:
@@ -225,15 +232,9 @@ def _common_batch(images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Ten
     return images[: int(size)], tokens[: int(size)]
 
 
-def _tokenizer(config: TrainConfig, out: Path, source: Any, context: DistributedContext) -> Tokenizer | NgramTokenizer:
-    """A bag-of-n-grams model hashes its n-grams and needs no vocabulary. Otherwise the run's
-    vocabulary is learnt once (by rank 0) and stored in the run folder, so resumed runs and other
-    ranks use the very same ids."""
-    text = model_text_config(config.pretrained) if config.pretrained else get_config(config.model).text
-    if text is not None and text.tokenizer == "ngram":
-        return NgramTokenizer(text.vocab_size)
-    if config.tokenizer == "openai":
-        return Tokenizer.openai()
+def _learnt_vocabulary(config: TrainConfig, out: Path, source: Any, context: DistributedContext) -> Tokenizer:
+    """The run's BPE vocabulary, learnt once (by rank 0) and stored in the run folder, so resumed
+    runs and other ranks use the very same ids."""
     folder = out / "tokenizer"
     if context.is_main and not (folder / "vocab.json").is_file():
         train_bpe(_captions(source), vocab_size=config.vocab_size).save(folder)
@@ -253,26 +254,31 @@ def _captions(source: Any) -> Iterator[str]:
             continue
 
 
-def _model(config: TrainConfig, tokenizer: Tokenizer | NgramTokenizer) -> CLIPBase:
+def _model(config: TrainConfig, out: Path, source: Any, context: DistributedContext) -> CLIP:
+    """A pretrained model comes with its tokenizer. A fresh one takes its config's: the n-gram
+    hasher, or for a transformer text tower OpenAI's BPE (`tokenizer: openai`) or a vocabulary
+    learnt from the captions (`tokenizer: learn`), which the saved model then carries."""
     if config.pretrained:
         model = load_model(config.pretrained)
     else:
         model_config = get_config(config.model)
-        model_config.text.vocab_size = tokenizer.vocab_size
+        tokenizer = None
+        if model_config.text.kind == "transformer":
+            if config.tokenizer == "learn":
+                tokenizer = _learnt_vocabulary(config, out, source, context)
+                model_config.text.vocab_size, model_config.text.tokenizer = tokenizer.vocab_size, "bundled"
+            else:
+                model_config.text.tokenizer = "openai"
         if config.loss == "siglip" and model_config.init_logit_bias is None:
             model_config.init_logit_scale, model_config.init_logit_bias = math.log(10.0), -10.0
         model = create_model(model_config)
-    if tokenizer.vocab_size != model.vocab_size:
-        raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary is {model.vocab_size}")
-    for tower in (model, model.visual):
-        if hasattr(tower, "transformer"):
-            tower.transformer.grad_checkpointing = config.grad_checkpointing
-    for locked, parameters in ((config.lock_image, model.visual.parameters()),
-                               (config.lock_text, (p for n, p in model.named_parameters() if not n.startswith("visual.")
-                                                   and n not in ("logit_scale", "logit_bias")))):
-        if locked:
-            for parameter in parameters:
-                parameter.requires_grad_(False)
+        if tokenizer is not None:
+            model.tokenizer = tokenizer
+    model.set_grad_checkpointing(config.grad_checkpointing)
+    if config.lock_image:
+        model.visual.requires_grad_(False)
+    if config.lock_text:
+        model.text.requires_grad_(False)
     return model
 
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from functools import cache
+from types import ModuleType
 
-import emoji
-
+from ...core.extras import require
 from .captions import clean
 from .source import Listing
 
@@ -83,8 +83,14 @@ def fully_qualified() -> list[EmojiInfo]:
     return list(_by_sequence().values())
 
 
+def emoji_package() -> ModuleType:
+    """The `emoji` package (the data extra), whose CLDR data names the emoji."""
+    return require("emoji", "data", "data preparation")
+
+
 @cache
 def _by_sequence() -> dict[str, EmojiInfo]:
+    emoji = emoji_package()
     index = {}
     for text, data in emoji.EMOJI_DATA.items():
         if data["status"] == emoji.STATUS["fully_qualified"]:

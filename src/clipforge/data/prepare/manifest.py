@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ...atomic import write_atomically
-from ...checkpoints.download import sha256_of
+from ...core.atomic import write_atomically
+from ...core.download import sha256_of
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = 1

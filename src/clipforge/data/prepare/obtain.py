@@ -13,7 +13,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...checkpoints.download import OFFLINE_ENV
+from ...core.download import OFFLINE_ENV
+from ...core.errors import ClipforgeError
 
 CLIENTS = {"npm": ("npm",), "apt": ("apt-get", "dpkg-deb")}
 INSTALL_HINTS = {
@@ -23,7 +24,7 @@ INSTALL_HINTS = {
 }
 
 
-class ObtainError(RuntimeError):
+class ObtainError(ClipforgeError, RuntimeError):
     """A package could not be fetched; the message says what to install or run."""
 
 

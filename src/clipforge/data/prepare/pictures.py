@@ -6,8 +6,9 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import cairosvg
 from PIL import Image
+
+from ...core.extras import require
 
 MAX_SIDE = 128
 
@@ -39,5 +40,6 @@ def encode_png(image: Image.Image) -> bytes:
 
 def render_svg(path: Path) -> Image.Image:
     """Rasterise an SVG file on white at `MAX_SIDE` × `MAX_SIDE` (aspect kept by the SVG's own rules)."""
+    cairosvg = require("cairosvg", "data", "data preparation")
     png = cairosvg.svg2png(url=str(path), output_width=MAX_SIDE, output_height=MAX_SIDE, background_color="white")
     return Image.open(io.BytesIO(png))

@@ -20,14 +20,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import emoji
 from tqdm import tqdm
 
-from ...checkpoints.download import cache_dir
+from ...core.download import cache_dir
+from ...core.errors import ClipforgeError
+from ...core.extras import MissingExtraError, require
 from ..shard_writer import ShardWriter
 from . import fashion_mnist, manifest, mdi, noto, openmoji, tabler, twemoji
 from .captions import CAPTION_RULES_VERSION
-from .emoji_concepts import HELD_OUT_PERCENT, TRAINED_EMOJI_VERSION
+from .emoji_concepts import HELD_OUT_PERCENT, TRAINED_EMOJI_VERSION, emoji_package
 from .obtain import obtain
 from .pictures import BrokenPicture, encode_png
 from .source import Source
@@ -38,11 +39,11 @@ SHARD_SIZE = 1000
 SOURCES: dict[str, Source] = {source.name: source for source in (
     twemoji.SOURCE, noto.SOURCE, tabler.SOURCE, mdi.SOURCE, openmoji.SOURCE, fashion_mnist.SOURCE)}
 RULES = {"captions": CAPTION_RULES_VERSION,
-         "held_out": f"sha256 below {HELD_OUT_PERCENT}%, trained up to Emoji {TRAINED_EMOJI_VERSION}",
-         "emoji_names": f"emoji {emoji.__version__}"}
+         "held_out": f"sha256 below {HELD_OUT_PERCENT}%, trained up to Emoji {TRAINED_EMOJI_VERSION}"}
+EXTRA_MODULES = ("emoji", "cairosvg")  # what drawing and naming the pictures needs: the data extra
 
 
-class PrepareError(RuntimeError):
+class PrepareError(ClipforgeError, RuntimeError):
     """Some sets failed; the message names each with its error, and finished sets stay in the manifest."""
 
 
@@ -56,8 +57,10 @@ def prepare(data_dir: Path | None = None, sources: list[str] | None = None, forc
     """Prepare the named sets (default: all of `SOURCES`) and return the manifest.
 
     `workers` processes draw the pictures (default: one per CPU; 1 draws in this process). Raises
-    PrepareError after trying every set if any failed.
+    PrepareError after trying every set if any failed, MissingExtraError before starting without the data extra.
     """
+    for module in EXTRA_MODULES:
+        require(module, "data", "data preparation")
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     names = list(SOURCES) if sources is None else list(sources)
     if unknown := [name for name in names if name not in SOURCES]:
@@ -86,7 +89,7 @@ def provenance(source: Source) -> dict[str, Any]:
     """The manifest fields that must match for a built set to count as current."""
     package = source.package
     return {"source": {"client": package.client, "package": package.name, "version": package.version},
-            "rules": RULES}
+            "rules": {**RULES, "emoji_names": f"emoji {emoji_package().__version__}"}}
 
 
 def build_set(source: Source, data_dir: Path, workers: int | None = None, progress: bool = True) -> dict[str, Any]:
@@ -127,6 +130,8 @@ def _encode(draw: Callable[[Any], Any], picture: Any) -> bytes | str:
         return encode_png(draw(picture))
     except BrokenPicture as error:
         return str(error)
+    except MissingExtraError:  # not the picture's fault: every other one would fail the same way
+        raise
     except Exception as error:  # whatever a malformed SVG, PNG or glyph raises, skip it and count why
         return f"unreadable ({type(error).__name__})"
 

@@ -14,13 +14,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..atomic import write_atomically
+from .atomic import write_atomically
+from .errors import ClipforgeError
 
 CACHE_ENV = "CLIPFORGE_CACHE"
 OFFLINE_ENV = "CLIPFORGE_OFFLINE"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(ClipforgeError, RuntimeError):
     """A file could not be fetched or did not verify; the message says how to get it by hand."""
 
 
