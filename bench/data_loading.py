@@ -33,7 +33,6 @@ from clipforge.images import ImageTransform
 from clipforge.text import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_MERGES = ROOT.parent / "shared" / "data" / "openai-clip" / "bpe_simple_vocab_16e6.txt.gz"
 RESULTS = ROOT / "bench" / "results" / "data_loading.json"
 WORKERS = (0, 1, 2)
 WORDS = ("a photo of the small red blue green dog cat bicycle car tree house on in near with under "
@@ -82,7 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    tokenizer = Tokenizer.openai(SHARED_MERGES if SHARED_MERGES.exists() else None)
+    tokenizer = Tokenizer.openai()
     with tempfile.TemporaryDirectory() as scratch:
         path = args.path or default_data_dir()
         label = str(path)

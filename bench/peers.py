@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from clipforge.checkpoints.keys import to_file_keys
 from clipforge.models import CLIP, get_config
 
 
@@ -33,22 +34,26 @@ def openclip_model(name: str):
 def openclip_copy(ours: CLIP, name: str) -> Any:
     """open_clip's model of config `name` holding `ours`'s weights, in eval mode; every key must match."""
     theirs = openclip_model(name)
-    keys = theirs.load_state_dict(ours.state_dict(), strict=False)
+    keys = theirs.load_state_dict(to_file_keys(ours.state_dict()), strict=False)  # open_clip keeps OpenAI's layout
     if keys.missing_keys or keys.unexpected_keys:
         raise ValueError(f"{name}: state-dict keys differ: {keys}")
     return theirs.eval()
 
 
 def huggingface_copy(ours: CLIP) -> Any | None:
-    """transformers' CLIPModel holding `ours`'s weights, or None for a ResNet image tower (it has none)."""
+    """transformers' CLIPModel holding `ours`'s weights, or None for towers it has no class for (a ResNet
+    or ConvNet image tower, a bag-of-n-grams text tower)."""
     import transformers
 
+    from clipforge.checkpoints import CheckpointError
     from clipforge.checkpoints.huggingface import config_to_huggingface, state_dict_to_huggingface
 
-    if ours.config.vision.is_resnet:
+    try:
+        hf_config = config_to_huggingface(ours.config)
+    except CheckpointError:
         return None
-    theirs = transformers.CLIPModel(transformers.CLIPConfig(**config_to_huggingface(ours.config))).eval()
-    theirs.load_state_dict(state_dict_to_huggingface(ours.state_dict()), strict=False)
+    theirs = transformers.CLIPModel(transformers.CLIPConfig(**hf_config)).eval()
+    theirs.load_state_dict(state_dict_to_huggingface(to_file_keys(ours.state_dict())), strict=False)
     return theirs
 
 

@@ -8,8 +8,8 @@ install it without dependencies first:
     pip install --no-deps open_clip_torch
 
 The captions are the built-in corpus's when it is prepared (`CLIPFORGE_DATA`), else generated
-COCO-like ones (bench/captions.py). Both tokenizers read the same merges (../shared/data when
-present, else clipforge's download cache), run in one process with the same torch thread count, and must produce identical tensors
+COCO-like ones (bench/captions.py). Both tokenizers read the same merges (the copy shipped in
+clipforge's package), run in one process with the same torch thread count, and must produce identical tensors
 before any timing. Results go to bench/results/tokenizer.json.
 """
 
@@ -30,16 +30,13 @@ from captions import benchmark_captions, openai_merges
 from clipforge.text import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+CASES = ROOT / "tests" / "data" / "tokenizer_cases.jsonl"
 RESULTS = ROOT / "bench" / "results" / "tokenizer.json"
 
 
 def reference_cases() -> list[dict]:
-    """The shared `{"text", "ids"}` cases: reference ids of the OpenAI tokenizer, when present."""
-    path = SHARED_DATA / "tokenizer_cases.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    """The `{"text", "ids"}` cases the tests use: reference ids of the OpenAI tokenizer."""
+    return [json.loads(line) for line in CASES.read_text(encoding="utf-8").splitlines()]
 
 
 def load_open_clip_tokenizer_module():

@@ -86,6 +86,7 @@ def check(name: str, precision: str) -> dict[str, Any]:
     import clipforge
     import torch
     import torch.nn.functional as F
+    from clipforge.checkpoints.keys import to_file_keys
     from clipforge.training.loss import contrastive_loss
     from open_clip.loss import ClipLoss
     from peers import openclip_model, perturb_
@@ -94,7 +95,7 @@ def check(name: str, precision: str) -> dict[str, Any]:
     ours = clipforge.create_model(name)
     perturb_(ours)
     theirs = openclip_model(name)
-    keys = theirs.load_state_dict(ours.state_dict(), strict=False)
+    keys = theirs.load_state_dict(to_file_keys(ours.state_dict()), strict=False)  # open_clip keeps OpenAI's layout
     theirs.eval()
     images, tokens, _ = synthetic_batch(name, 8)
     with torch.no_grad():
@@ -117,7 +118,8 @@ def check(name: str, precision: str) -> dict[str, Any]:
 
 def loss_curves(ours, theirs, name: str, precision: str) -> dict[str, list[float]]:
     """Each model's losses over CURVE_STEPS steps on one batch, with clipforge's optimizer groups for
-    both (the parameter names match), so the curves differ only by the implementations' arithmetic."""
+    both (its rule reads names and shapes, which match but for clipforge's `text.` prefix), so the
+    curves differ only by the implementations' arithmetic."""
     import torch
     import torch.nn.functional as F
     from clipforge.training.loss import contrastive_loss

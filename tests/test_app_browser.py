@@ -36,8 +36,7 @@ def server(colour_model, colour_files, tmp_path_factory):
     index_path = tmp_path_factory.mktemp("index") / "squares.index"
     build_index([colour_files["red"].parent], index_path, colour_model, workers=0, progress=False)
     model, preprocess = clipforge.load(colour_model)
-    app = create_app(model, preprocess, clipforge.get_tokenizer(colour_model), ImageIndex.open(index_path),
-                     model_name="colour model")
+    app = create_app(model, preprocess, ImageIndex.open(index_path), model_name="colour model")
     with serve_in_background(app) as base_url:
         yield base_url
 

@@ -54,7 +54,7 @@ async def hammer(base_url: str, requests: list[tuple[str, str, dict]]) -> tuple[
 
 def test_500_requests_16_at_a_time_all_succeed(colour_model):
     model, preprocess = clipforge.load(colour_model)
-    app = create_app(model, preprocess, clipforge.get_tokenizer(colour_model))
+    app = create_app(model, preprocess)
     with serve_in_background(app) as base_url:
         image_ids = [httpx.post(f"{base_url}/api/images", files={"file": ("s.png", png(colour, 2), "image/png")}).json()["id"]
                      for colour in COLOURS]

@@ -70,9 +70,9 @@ def test_native_folder_round_trip_gives_identical_outputs(name, tmp_path):
     assert_same_outputs(model, loaded)
 
 
-def bundled_model(tokenizer=None):
-    """tiny-vit with its own BPE vocabulary (learnt from CAPTIONS unless given) attached."""
-    tokenizer = tokenizer or train_bpe(CAPTIONS, vocab_size=600)
+def bundled_model():
+    """tiny-vit with its own BPE vocabulary, learnt from CAPTIONS, attached."""
+    tokenizer = train_bpe(CAPTIONS, vocab_size=600)
     config = get_config("tiny-vit")
     config.text.vocab_size, config.text.tokenizer = tokenizer.vocab_size, "bundled"
     model = create_model(config)

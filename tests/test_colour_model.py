@@ -8,9 +8,8 @@ from clipforge.evaluation.zeroshot import ZeroShotClassifier
 
 def test_colour_model_knows_its_colours(colour_model):
     model, preprocess = clipforge.load(colour_model)
-    tok = clipforge.get_tokenizer(colour_model)
     names = list(COLOURS)
-    clf = ZeroShotClassifier(model, names, ["a {} square"], tok)
+    clf = ZeroShotClassifier(model, names, ["a {} square"])
     images = torch.stack([preprocess(colour_image(c, 7)) for c in names])
     with torch.no_grad():
         feats = model.encode_image(images)

@@ -16,10 +16,14 @@ import clipforge
 from clipforge.cli import main
 from clipforge.data import ShardWriter
 from clipforge.data.shapes import COLORS, KINDS, Probe, held_out_pairs
+from clipforge.evaluation.datasets import EvalDataset
 from clipforge.evaluation.linear_probe import linear_probe, stratified_split
 from clipforge.evaluation.metrics import caption_win_rate, classification_metrics, confusion_matrix
 from clipforge.evaluation.probes import caption_scores, single_shape_image
+from clipforge.evaluation.suite import headline_metrics
 from clipforge.evaluation.templates import load_templates
+from clipforge.models import get_config
+from clipforge.training.trainer import evaluate_for_training
 from colour_model import COLOURS, MODEL, colour_image
 
 
@@ -72,6 +76,9 @@ class LengthModel(nn.Module):
         super().__init__()
         self.logit_scale = nn.Parameter(torch.tensor(0.0))
 
+    def tokenize(self, texts, truncate=False):
+        return torch.tensor([[len(text)] for text in texts])
+
     def encode_image(self, images, normalize=False):
         return F.normalize(torch.tensor([[1.0, 0.0]]).repeat(len(images), 1), dim=-1)
 
@@ -82,10 +89,7 @@ class LengthModel(nn.Module):
 def test_caption_scores_put_each_probes_true_caption_first():
     probes = [Probe(colour_image("red"), "x", ["xx", "xxx"], "spatial"),
               Probe(colour_image("blue"), "xxxx", ["x", "xx"], "spatial")]
-    def tokenizer(texts, context_length, truncate):
-        return torch.tensor([[len(text)] for text in texts])
-
-    scores = caption_scores(LengthModel(), tokenizer, clipforge.ImageTransform(32), probes)
+    scores = caption_scores(LengthModel(), clipforge.ImageTransform(32), probes)
     expected = 1 / torch.tensor([[1.0, 4.0, 9.0], [16.0, 1.0, 4.0]]).add(1).sqrt()
     torch.testing.assert_close(scores, expected)
     assert caption_win_rate(scores) == 50.0
@@ -120,11 +124,20 @@ def colour_table(tmp_path_factory):
     return root
 
 
+def untrained_like(colour_model, seed: int):
+    """A freshly initialised model of the colour model's architecture, with its vocabulary."""
+    tokenizer = clipforge.get_tokenizer(colour_model)
+    config = get_config(MODEL)
+    config.text.vocab_size, config.text.tokenizer = tokenizer.vocab_size, "bundled"
+    torch.manual_seed(seed)
+    model = clipforge.create_model(config)
+    model.tokenizer = tokenizer
+    return model
+
+
 @pytest.fixture(scope="module")
 def random_model(tmp_path_factory, colour_model):
-    torch.manual_seed(1)
-    folder = tmp_path_factory.mktemp("random-model")
-    return clipforge.save_model(clipforge.create_model(MODEL), folder, tokenizer=clipforge.get_tokenizer(colour_model))
+    return clipforge.save_model(untrained_like(colour_model, 1), tmp_path_factory.mktemp("random-model"))
 
 
 def eval_arguments(colour_model, random_model, colour_table, output):
@@ -144,13 +157,18 @@ def evaluated(colour_model, random_model, colour_table, tmp_path_factory):
 
 def test_eval_measures_every_task_of_a_labelled_table(evaluated, colour_model, random_model):
     results = json.loads((evaluated / "results.json").read_text())
+    assert results["format"] == 2
     trained, untrained = (results["results"][str(model)]["colours"] for model in (colour_model, random_model))
     assert trained["samples"] == 24
     assert trained["zeroshot"]["top1"] == 100.0 and trained["zeroshot"]["classes"] == sorted(COLOURS)
     assert untrained["zeroshot"]["top1"] < 100.0
     assert np.trace(trained["zeroshot"]["confusion_matrix"]) == 24
     assert set(trained["zeroshot"]["prompts"]) == {"{}", "a photo of a {}.", "ensemble"}
-    assert trained["retrieval"]["captions"] == 24 and 0 <= trained["retrieval"]["text_to_image_R@1"] <= 100
+    assert set(trained["retrieval"]) == {"one_caption", "all_captions"}
+    for protocol in ("one_caption", "all_captions"):  # these captions have no alternatives: the protocols agree
+        retrieval = trained["retrieval"][protocol]
+        assert retrieval["images"] == retrieval["captions"] == 24 and 0 <= retrieval["text_to_image_R@1"] <= 100
+    assert trained["retrieval"]["one_caption"] == trained["retrieval"]["all_captions"]
     assert trained["linear_probe"]["test_accuracy"] == 100.0
 
 
@@ -173,7 +191,8 @@ def test_eval_runs_the_shapes_probes_with_their_chance_levels(evaluated, colour_
 def test_report_puts_models_side_by_side_and_links_figures_that_exist(evaluated, colour_model, random_model):
     report = (evaluated / "report.md").read_text()
     assert f"|  | `{colour_model}` | `{random_model}` |" in report
-    for heading in ("## colours", "### Zero-shot", "### Retrieval", "### Linear probe", "## shapes"):
+    for heading in ("## colours", "### Zero-shot", "### Retrieval, `one_caption`", "### Retrieval, `all_captions`",
+                    "### Linear probe", "## shapes"):
         assert heading in report
     assert "| the class name alone, `{}` |" in report and "| `a photo of a {}.` |" in report
     figures = [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
@@ -187,8 +206,7 @@ def test_eval_rerun_reuses_unchanged_results_and_redoes_changed_models(evaluated
     shutil.copytree(evaluated, output)
     before = json.loads((output / "results.json").read_text())
     original = (random_model / "model.safetensors").read_bytes()
-    torch.manual_seed(2)
-    clipforge.save_model(clipforge.create_model(MODEL), random_model, tokenizer=clipforge.get_tokenizer(colour_model))
+    clipforge.save_model(untrained_like(colour_model, 2), random_model)
     capsys.readouterr()
     try:
         assert main(eval_arguments(colour_model, random_model, colour_table, output)) == 0
@@ -196,6 +214,9 @@ def test_eval_rerun_reuses_unchanged_results_and_redoes_changed_models(evaluated
         (random_model / "model.safetensors").write_bytes(original)
     log = capsys.readouterr().out
     assert log.count("unchanged") == 2 and f"{random_model} on colours: zeroshot" in log
+    for name in ("colours_one_caption_image_to_text_R@10", "colours_all_captions_text_to_image_R@1",
+                 "colours_zeroshot_top1", "colours_linear_probe_test_accuracy", "shapes_held_out_pairs_top1"):
+        assert f"\n{name} " in log
     after = json.loads((output / "results.json").read_text())
     assert after["results"][str(colour_model)] == before["results"][str(colour_model)]
     assert after["models"][str(random_model)]["fingerprint"] != before["models"][str(random_model)]["fingerprint"]
@@ -232,7 +253,35 @@ def test_eval_of_a_prepared_set_uses_its_tasks_and_splits_seen_from_unseen(colou
     assert figures["zeroshot"]["templates"] == "emoji"
     assert figures["zeroshot"]["n_templates"] == len(load_templates("emoji"))
     assert (figures["zeroshot"]["seen_samples"], figures["zeroshot"]["unseen_samples"]) == (12, 4)
-    assert figures["retrieval"]["captions"] == 32
-    assert (figures["retrieval"]["seen"]["images"], figures["retrieval"]["unseen"]["images"]) == (12, 4)
+    assert figures["retrieval"]["one_caption"]["captions"] == 16  # each image's own caption
+    assert figures["retrieval"]["all_captions"]["captions"] == 32  # and its alternative
+    for protocol in ("one_caption", "all_captions"):
+        retrieval = figures["retrieval"][protocol]
+        assert (retrieval["images"], retrieval["seen"]["images"], retrieval["unseen"]["images"]) == (16, 12, 4)
     assert set(figures) >= {"zeroshot", "retrieval", "linear_probe"}
-    assert "| unseen, text → image (4 images): R@1 / R@5 / R@10 |" in (tmp_path / "out" / "report.md").read_text()
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "### Retrieval, `one_caption`: 16 images, 16 captions" in report
+    assert "### Retrieval, `all_captions`: 16 images, 32 captions" in report
+    assert report.count("| unseen, text → image (4 images): R@1 / R@5 / R@10 |") == 2
+    metrics = headline_metrics("openmoji", figures)
+    assert {"openmoji_one_caption_image_to_text_R@10", "openmoji_all_captions_seen_text_to_image_R@1",
+            "openmoji_all_captions_unseen_image_to_text_R@5", "openmoji_zeroshot_top1", "openmoji_zeroshot_seen_top1",
+            "openmoji_linear_probe_test_accuracy"} <= set(metrics)
+    assert metrics["openmoji_one_caption_seen_text_to_image_R@1"] == figures["retrieval"]["one_caption"]["seen"][
+        "text_to_image_R@1"]
+    assert not any(name.startswith("openmoji_image_to_text") for name in metrics)
+
+
+def test_training_reports_the_figures_and_names_of_clipforge_eval(evaluated, colour_model, colour_table):
+    """One implementation per measurement: the training loop's evaluation is `clipforge eval`'s."""
+    results = json.loads((evaluated / "results.json").read_text())
+    figures = results["results"][str(colour_model)]["colours"]
+    expected = {name: value for name, value in headline_metrics("colours", figures).items()
+                if "linear_probe" not in name}  # training leaves the probe out
+    model, transform = clipforge.load(colour_model)
+    dataset = EvalDataset("colours", str(colour_table / "colours.csv"),
+                          {"retrieval": True, "zeroshot": {"label": "colour", "templates": str(colour_table / "square.txt")}})
+    measured = evaluate_for_training(model.train(), transform, [dataset])
+    assert measured.keys() == expected.keys() and "colours_zeroshot_top1" in measured
+    assert measured == pytest.approx(expected)
+    assert model.training  # evaluation leaves the model as it found it

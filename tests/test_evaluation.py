@@ -5,7 +5,9 @@ import torch.nn.functional as F
 import clipforge
 from clipforge.evaluation.metrics import classification_metrics
 from clipforge.evaluation.retrieval import retrieval_metrics, subset_retrieval_metrics
-from clipforge.evaluation.suite import EvalSet
+from clipforge.evaluation.features import EncodedSet, encode_images
+from clipforge.evaluation.suite import retrieval_figures, zeroshot_figures
+from clipforge.evaluation.templates import load_templates
 from clipforge.evaluation.zeroshot import ZeroShotClassifier
 from clipforge.models import create_model
 from colour_model import COLOURS, colour_image
@@ -61,6 +63,8 @@ class TokenByTemplate:
     """A stand-in tokenizer: a prompt becomes [sot, hash, eot] so the model embeds it; the test
     compares the classifier's class embeddings with the same arithmetic done by hand."""
 
+    vocab_size = 600
+
     def __call__(self, texts, context_length, truncate=True):
         tokens = torch.zeros(len(texts), context_length, dtype=torch.long)
         for row, text in enumerate(texts):
@@ -72,10 +76,12 @@ def test_prompt_ensemble_averages_normalized_template_embeddings_then_renormaliz
     torch.manual_seed(0)
     model = create_model({"embed_dim": 16, "activation": "gelu",
                           "vision": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16},
-                          "text": {"context_length": 8, "vocab_size": 600, "width": 32, "layers": 1}})
+                          "text": {"context_length": 8, "vocab_size": 600, "width": 32, "layers": 1,
+                                   "tokenizer": "bundled"}})
     templates, classes = ["a {}.", "a photo of a {}.", "{}"], ["cat", "dog"]
     tokenizer = TokenByTemplate()
-    classifier = ZeroShotClassifier(model, classes, templates, tokenizer)
+    model.tokenizer = tokenizer
+    classifier = ZeroShotClassifier(model, classes, templates)
     with torch.no_grad():
         expected = []
         for name in classes:
@@ -90,14 +96,29 @@ def test_prompt_ensemble_averages_normalized_template_embeddings_then_renormaliz
         assert torch.equal(classifier.predict(image_features), by_hand.argmax(-1))
 
 
+def colour_set(model, preprocess) -> EncodedSet:
+    """One square of each colour, captioned "a <colour> square", with an alternative caption."""
+    images = torch.stack([preprocess(colour_image(colour, 4)) for colour in COLOURS])
+    return EncodedSet(encode_images(model, images), [[f"a {c} square", f"a square in {c}"] for c in COLOURS],
+                      [{"colour": c} for c in COLOURS])
+
+
 def test_suite_zeroshot_reads_templates_from_a_set_name_or_file(colour_model, tmp_path):
     model, preprocess = clipforge.load(colour_model)
     (tmp_path / "square.txt").write_text("a {} square\n")
-    images = torch.stack([preprocess(colour_image(colour, 4)) for colour in COLOURS])
-    eval_set = EvalSet("colours", images, [f"a {c} square" for c in COLOURS], [{"colour": c} for c in COLOURS])
-    tokenizer = clipforge.get_tokenizer(colour_model)
-    task = {"label": "colour", "templates": str(tmp_path / "square.txt")}
-    from_file = eval_set.evaluate(model, tokenizer, {"zeroshot": task})
-    assert from_file["colours_zeroshot_top1"] == 100.0
-    from_set = eval_set.evaluate(model, tokenizer, {"zeroshot": {"label": "colour", "templates": "shapes"}})
-    assert 0.0 <= from_set["colours_zeroshot_top1"] <= 100.0
+    encoded = colour_set(model, preprocess)
+    from_file = zeroshot_figures(model, encoded, {"label": "colour", "templates": str(tmp_path / "square.txt")})
+    assert from_file["top1"] == 100.0 and from_file["n_templates"] == 1
+    from_set = zeroshot_figures(model, encoded, {"label": "colour", "templates": "shapes"})
+    assert 0.0 <= from_set["top1"] <= 100.0 and from_set["n_templates"] == len(load_templates("shapes"))
+
+
+def test_retrieval_protocols_differ_in_the_captions_they_search(colour_model):
+    model, preprocess = clipforge.load(colour_model)
+    encoded = colour_set(model, preprocess)
+    one = retrieval_figures(model, encoded, "one_caption")
+    every = retrieval_figures(model, encoded, "all_captions")
+    assert (one["images"], one["captions"]) == (4, 4) and (every["images"], every["captions"]) == (4, 8)
+    assert one["image_to_text_R@1"] == 100.0
+    with pytest.raises(ValueError, match="one_caption"):
+        retrieval_figures(model, encoded, "best_caption")

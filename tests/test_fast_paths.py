@@ -18,9 +18,10 @@ from conftest import random_text_tokens
 
 def full_context_text_features(model, text):
     """The plain computation over every position, padding included: what the fast path must equal."""
-    x = model.token_embedding(text) + model.positional_embedding[: text.shape[-1]]
-    x = model.ln_final(model.transformer(x, causal=True))
-    return x[torch.arange(len(text)), text.argmax(dim=-1)] @ model.text_projection
+    tower = model.text
+    x = tower.token_embedding(text) + tower.positional_embedding[: text.shape[-1]]
+    x = tower.ln_final(tower.transformer(x, causal=True))
+    return x[torch.arange(len(text)), text.argmax(dim=-1)] @ tower.text_projection
 
 
 @pytest.fixture
@@ -54,21 +55,21 @@ def test_short_captions_give_the_same_features_alone_and_padded_in_a_batch(text_
 def test_text_gradients_equal_the_full_context_computation(text_model, varied_tokens):
     text_model.train()
     generator = torch.Generator().manual_seed(2)
-    weights = torch.randn(len(varied_tokens), text_model.text_projection.shape[1], generator=generator)
+    weights = torch.randn(len(varied_tokens), text_model.text.text_projection.shape[1], generator=generator)
     gradients = []
     for encode in (text_model.encode_text, lambda text: full_context_text_features(text_model, text)):
         text_model.zero_grad()
         (encode(varied_tokens) * weights).sum().backward()
         gradients.append({name: p.grad.clone() for name, p in text_model.named_parameters() if p.grad is not None})
     fast, plain = gradients
-    assert fast.keys() == plain.keys() and "positional_embedding" in fast
+    assert fast.keys() == plain.keys() and "text.positional_embedding" in fast
     for name in fast:  # float rounding, relative to each gradient's largest entry
         torch.testing.assert_close(fast[name], plain[name], atol=1e-5 * plain[name].abs().max(), rtol=1e-4, msg=name)
 
 
 def test_an_empty_text_batch_gives_no_features(text_model):
     features = text_model.encode_text(torch.zeros(0, text_model.context_length, dtype=torch.long))
-    assert features.shape == (0, text_model.text_projection.shape[1])
+    assert features.shape == (0, text_model.text.text_projection.shape[1])
 
 
 def test_bfloat16_weights_and_autocast_keep_text_features(text_model, varied_tokens):
@@ -84,8 +85,7 @@ def test_bfloat16_weights_and_autocast_keep_text_features(text_model, varied_tok
 
 def test_int8_model_keeps_features_and_zero_shot_answers(colour_model):
     model, preprocess = clipforge.load(colour_model)
-    tokens = clipforge.get_tokenizer(colour_model)([f"a {colour} square" for colour in COLOURS],
-                                                   context_length=model.context_length)
+    tokens = model.tokenize([f"a {colour} square" for colour in COLOURS])
     images = torch.stack([preprocess(colour_image(colour, variant)) for colour in COLOURS for variant in (1, 4)])
     int8 = quantize_int8(model)
     with torch.no_grad():
@@ -99,8 +99,8 @@ def test_int8_model_keeps_features_and_zero_shot_answers(colour_model):
 
 def test_int8_quantizes_a_copy_and_leaves_the_model_float32(text_model):
     int8 = quantize_int8(text_model)
-    assert type(text_model.transformer.resblocks[0].mlp.c_fc) is torch.nn.Linear
-    assert type(int8.transformer.resblocks[0].mlp.c_fc) is not torch.nn.Linear
+    assert type(text_model.text.transformer.resblocks[0].mlp.c_fc) is torch.nn.Linear
+    assert type(int8.text.transformer.resblocks[0].mlp.c_fc) is not torch.nn.Linear
     assert not int8.training
 
 

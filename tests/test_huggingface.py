@@ -7,8 +7,10 @@ import torch
 
 import clipforge
 from clipforge.checkpoints import CheckpointError
-from clipforge.checkpoints.huggingface import state_dict_from_huggingface, state_dict_to_huggingface
-from clipforge.models import create_model
+from clipforge.checkpoints.huggingface import read_huggingface_folder, state_dict_from_huggingface, state_dict_to_huggingface
+from clipforge.checkpoints.keys import to_file_keys
+from clipforge.models import create_model, get_config
+from clipforge.text import Tokenizer, train_bpe
 from conftest import random_text_tokens
 
 try:
@@ -98,8 +100,20 @@ def test_export_to_huggingface_round_trips(activation, tmp_path):
     assert processor["crop_size"] == {"height": 48, "width": 48}
 
 
+@pytest.mark.reference
+def test_exported_tokenizer_files_give_huggingface_the_models_ids(tmp_path):
+    if transformers is None:
+        pytest.skip("transformers is a test dependency: pip install -e .[test]")
+    model = create_model("tiny-vit")
+    clipforge.export_huggingface(model, tmp_path / "exported")
+    theirs = transformers.CLIPTokenizer.from_pretrained(tmp_path / "exported")
+    for text in ["a photo of a cat", "Two DOGS playing in the snow!", "naïve café"]:
+        ours = model.tokenize([text])[0]
+        assert theirs(text)["input_ids"] == ours[: int(ours.argmax()) + 1].tolist()
+
+
 def test_key_mapping_is_exactly_invertible():
-    state = create_model("tiny-vit").state_dict()
+    state = to_file_keys(create_model("tiny-vit").state_dict())
     back = state_dict_from_huggingface(state_dict_to_huggingface(state))
     assert back.keys() == state.keys()
     assert all(torch.equal(back[k], state[k]) for k in state)
@@ -107,4 +121,51 @@ def test_key_mapping_is_exactly_invertible():
 
 def test_resnet_models_cannot_be_exported(tmp_path):
     with pytest.raises(CheckpointError, match="ResNet"):
-        clipforge.export_huggingface(create_model("tiny-rn"), tmp_path)
+        clipforge.export_huggingface(create_model("tiny-rn"), tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+
+
+def test_models_huggingface_has_no_class_for_are_refused_before_the_folder_is_made(tmp_path):
+    ngram_text = {"kind": "ngram_bag", "tokenizer": "ngram", "context_length": 32, "vocab_size": 1024, "width": 64}
+    sigmoid = get_config("tiny-vit")
+    sigmoid.init_logit_bias = -10.0
+    for config, reason in ((get_config("tiny-vit").to_dict() | {"text": ngram_text}, "ngram_bag"),
+                           (sigmoid, "logit bias")):
+        with pytest.raises(CheckpointError, match=reason):
+            clipforge.export_huggingface(create_model(config), tmp_path / "hf")
+        assert not (tmp_path / "hf").exists()
+
+
+def test_export_writes_the_models_tokenizer_files(tmp_path):
+    clipforge.export_huggingface(create_model("tiny-vit"), tmp_path / "hf")
+    exported = Tokenizer.from_files(tmp_path / "hf")
+    assert exported.vocab == Tokenizer.openai().vocab and exported.merges == Tokenizer.openai().merges
+
+
+def test_a_model_with_its_own_vocabulary_exports_and_reloads_with_it(tmp_path):
+    tokenizer = train_bpe([f"a {c} {s}" for c in ("red", "green", "blue") for s in ("circle", "square")] * 10,
+                          vocab_size=560)
+    config = get_config("tiny-vit")
+    config.text.vocab_size, config.text.tokenizer = tokenizer.vocab_size, "bundled"
+    model = create_model(config)
+    model.tokenizer = tokenizer
+    clipforge.export_huggingface(model, tmp_path / "hf")
+    hf_config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert hf_config["text_config"]["eos_token_id"] == tokenizer.eot_token_id
+    _, _, read_back = read_huggingface_folder(tmp_path / "hf")
+    assert read_back.vocab == tokenizer.vocab
+    loaded, _ = clipforge.load(tmp_path / "hf")
+    assert loaded.config.text.tokenizer == "bundled"
+    ids = model.tokenize(["a red circle", "a blue square"])
+    assert torch.equal(loaded.tokenize(["a red circle", "a blue square"]), ids)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_text(ids), model.encode_text(ids), rtol=0, atol=1e-6)
+
+
+def test_a_huggingface_folder_without_tokenizer_files_reads_as_openais_vocabulary(tmp_path):
+    clipforge.export_huggingface(create_model("tiny-vit"), tmp_path / "hf")
+    for name in ("vocab.json", "merges.txt"):
+        (tmp_path / "hf" / name).unlink()
+    config, _, tokenizer = read_huggingface_folder(tmp_path / "hf")
+    assert tokenizer is None and config.text.tokenizer == "openai"
+    assert clipforge.load(tmp_path / "hf")[0].tokenizer is Tokenizer.openai()

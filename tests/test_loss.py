@@ -97,10 +97,12 @@ def test_no_weight_decay_on_gains_biases_embeddings_and_temperature():
     names = {id(p): n for n, p in model.named_parameters()}
     exempt_names = {names[id(p)] for p in exempt["params"]}
     decay_names = {names[id(p)] for p in decay["params"]}
-    assert {"logit_scale", "token_embedding.weight", "positional_embedding", "visual.class_embedding",
-            "visual.positional_embedding", "ln_final.weight", "visual.transformer.resblocks.0.attn.in_proj_bias"} <= exempt_names
-    assert {"visual.conv1.weight", "transformer.resblocks.0.attn.in_proj_weight", "text_projection",
+    assert {"logit_scale", "text.token_embedding.weight", "text.positional_embedding", "visual.class_embedding",
+            "visual.positional_embedding", "text.ln_final.weight",
+            "visual.transformer.resblocks.0.attn.in_proj_bias"} <= exempt_names
+    assert {"visual.conv1.weight", "text.transformer.resblocks.0.attn.in_proj_weight", "text.text_projection",
             "visual.proj"} <= decay_names
+    assert len(exempt_names) + len(decay_names) == len(names)
     assert exempt["weight_decay"] == 0.0 and decay["weight_decay"] == 0.1
 
 

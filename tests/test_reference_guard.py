@@ -15,37 +15,33 @@ def guarded(pytester: pytest.Pytester) -> pytest.Pytester:
     return pytester
 
 
-def test_a_reference_test_that_skips_fails_the_run(guarded):
-    guarded.makepyfile(
-        """
-        import pytest
+SKIPPED_WHILE_RUNNING = """
+import pytest
 
-        @pytest.mark.reference
-        def test_identity():
-            pytest.skip("reference data absent")
-        """
-    )
+@pytest.mark.reference
+def test_identity():
+    pytest.skip("reference data absent")
+"""
+SKIPPED_BEFORE_RUNNING = """
+import pytest
+
+pytestmark = pytest.mark.reference
+
+@pytest.mark.skipif(True, reason="transformers is absent")
+def test_parity():
+    pass
+"""
+
+
+@pytest.mark.parametrize("source, outcome, reason", [
+    (SKIPPED_WHILE_RUNNING, {"failed": 1}, "reference data absent"),
+    (SKIPPED_BEFORE_RUNNING, {"errors": 1}, "transformers is absent"),
+], ids=["while-running", "before-running"])
+def test_a_skipped_reference_test_fails_the_run(guarded, source, outcome, reason):
+    guarded.makepyfile(source)
     result = guarded.runpytest()
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*a reference test must not be skipped (it was: reference data absent)*"])
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
-
-
-def test_a_reference_test_skipped_before_it_runs_fails_the_run(guarded):
-    guarded.makepyfile(
-        """
-        import pytest
-
-        pytestmark = pytest.mark.reference
-
-        @pytest.mark.skipif(True, reason="transformers is absent")
-        def test_parity():
-            pass
-        """
-    )
-    result = guarded.runpytest()
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*a reference test must not be skipped (it was: transformers is absent)*"])
+    result.assert_outcomes(**outcome)
+    result.stdout.fnmatch_lines([f"*a reference test must not be skipped (it was: {reason})*"])
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 

@@ -14,9 +14,13 @@ import pytest
 import torch
 
 import clipforge
+from clipforge.core.distributed import DistributedContext
+from clipforge.data import open_source
+from clipforge.data.builtin import resolve_training_source
 from clipforge.data.shapes import generate, write_shapes_shards
+from clipforge.text import Tokenizer
 from clipforge.training.config import TrainConfig
-from clipforge.training.trainer import _train_step, train
+from clipforge.training.trainer import _model, _train_step, train
 from clipforge.training.optim import make_optimizer
 
 TINY_MODEL = {"embed_dim": 32, "activation": "gelu",
@@ -58,13 +62,17 @@ def test_tiny_run_lowers_the_loss_and_saves_a_loadable_model(shapes_data, tmp_pa
     result = train(tiny_config(shapes_data, tmp_path / "run", steps=24, eval_every=12))
     curve = [r["loss"] for r in result.history]
     assert len(curve) == 24 and sum(curve[-4:]) / 4 < sum(curve[:4]) / 4
-    assert "heldout_image_to_text_R@1" in result.metrics
+    for protocol in ("one_caption", "all_captions"):
+        assert f"heldout_{protocol}_image_to_text_R@1" in result.metrics
+        assert f"heldout_{protocol}_text_to_image_R@10" in result.metrics
+    assert "heldout_image_to_text_R@1" not in result.metrics  # the names `clipforge eval` prints, and only those
     model, preprocess = clipforge.load(result.model_dir)
-    tokenizer = clipforge.get_tokenizer(result.model_dir)
-    assert tokenizer.vocab_size == model.vocab_size == len(json.loads((result.model_dir / "vocab.json").read_text()))
+    assert model.config.text.tokenizer == "bundled" and isinstance(model.tokenizer, Tokenizer)
+    assert model.tokenizer.vocab_size == model.vocab_size == len(json.loads((result.model_dir / "vocab.json").read_text()))
+    assert model.tokenizer.vocab == Tokenizer.from_files(tmp_path / "run" / "tokenizer").vocab
     image, scene = next(generate(1, seed=5, image_size=32))
     with torch.no_grad():
-        out = model(preprocess(image)[None], tokenizer([scene.caption, "a cat"], context_length=24))
+        out = model(preprocess(image)[None], model.tokenize([scene.caption, "a cat"]))
     assert out.logits_per_image.shape == (1, 2)
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0 and "final loss" in result.report.read_text()
 
@@ -133,7 +141,38 @@ def test_locked_image_tower_does_not_change(shapes_data, tmp_path):
     trained = clipforge.load_model(result.model_dir)
     for name, value in trained.visual.state_dict().items():
         torch.testing.assert_close(value, start.visual.state_dict()[name], msg=name)
-    assert not torch.equal(trained.text_projection, start.text_projection)
+    assert not torch.equal(trained.text.text_projection, start.text.text_projection)
+
+
+def test_locked_text_tower_does_not_change(shapes_data, tmp_path):
+    result = train(tiny_config(shapes_data, tmp_path / "locked-text", steps=3, lock_text=True, eval_data=[]))
+    torch.manual_seed(0)  # the trainer's seed: the same initial weights
+    start = clipforge.create_model(TINY_MODEL)
+    trained = clipforge.load_model(result.model_dir)
+    for name, value in trained.text.state_dict().items():
+        torch.testing.assert_close(value, start.text.state_dict()[name], msg=name)
+    assert not torch.equal(trained.visual.proj, start.visual.proj)
+
+
+@pytest.mark.parametrize("lock", ["lock_image", "lock_text"])
+def test_the_trainer_sets_locks_and_gradient_checkpointing_on_the_models_towers(lock, shapes_data, tmp_path):
+    config = tiny_config(shapes_data, tmp_path, grad_checkpointing=True, **{lock: True})
+    source = open_source(resolve_training_source(config.train_data))
+    model = _model(config, tmp_path, source, DistributedContext())
+    assert model.text.transformer.grad_checkpointing and model.visual.transformer.grad_checkpointing
+    locked, free = (model.visual, model.text) if lock == "lock_image" else (model.text, model.visual)
+    assert not any(p.requires_grad for p in locked.parameters())
+    assert all(p.requires_grad for p in free.parameters()) and model.logit_scale.requires_grad
+
+
+def test_gradient_checkpointing_leaves_the_training_losses_unchanged(shapes_data, tmp_path):
+    plain = train(tiny_config(shapes_data, tmp_path / "plain", steps=3, eval_data=[]))
+    (tmp_path / "checkpointed" / "tokenizer").mkdir(parents=True)  # the same vocabulary, without learning it again
+    for name in ("vocab.json", "merges.txt"):
+        (tmp_path / "checkpointed" / "tokenizer" / name).write_bytes((tmp_path / "plain" / "tokenizer" / name).read_bytes())
+    checkpointed = train(tiny_config(shapes_data, tmp_path / "checkpointed", steps=3, eval_data=[],
+                                     grad_checkpointing=True))
+    assert [r["loss"] for r in checkpointed.history] == pytest.approx([r["loss"] for r in plain.history], rel=1e-5)
 
 
 def test_two_processes_with_batch_b_match_one_process_with_batch_2b(shapes_data, tmp_path):

@@ -33,15 +33,20 @@ class PromptTable:
 
 
 class FixedTextModel(nn.Module):
-    """A stand-in model whose text features are the table's rows and whose temperature is 1/10."""
+    """A stand-in model that tokenizes with a PromptTable, whose text features are the table's rows
+    and whose temperature is 1/10."""
 
     context_length = 1
 
-    def __init__(self, rows):
+    def __init__(self, prompts, rows):
         super().__init__()
+        self.tokenizer = PromptTable(prompts)
         self.rows = torch.tensor(rows)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
         self.batches = 0
+
+    def tokenize(self, texts, truncate=False):
+        return self.tokenizer(texts, self.context_length, truncate)
 
     def encode_text(self, tokens, normalize=False):
         self.batches += 1
@@ -55,13 +60,12 @@ class FixedTextModel(nn.Module):
 def hand_example():
     prompts = ["a cat", "the cat", "a dog", "the dog"]
     # "the cat" is twice as long as "a cat": normalising first makes the two count equally
-    model = FixedTextModel([[1.0, 0.0], [0.0, 2.0], [0.0, -1.0], [0.0, -3.0]])
-    return model, PromptTable(prompts)
+    return FixedTextModel(prompts, [[1.0, 0.0], [0.0, 2.0], [0.0, -1.0], [0.0, -3.0]])
 
 
 def test_ensemble_of_a_hand_computed_example():
-    model, tokenizer = hand_example()
-    classifier = ZeroShotClassifier(model, ["cat", "dog"], ["a {}", "the {}"], tokenizer)
+    model = hand_example()
+    classifier = ZeroShotClassifier(model, ["cat", "dog"], ["a {}", "the {}"])
     # cat: mean of (1, 0) and (0, 1) = (0.5, 0.5) -> (0.7071, 0.7071); dog: (0, -1) and (0, -1) -> (0, -1)
     torch.testing.assert_close(classifier.class_embeddings, torch.tensor([[0.5 ** 0.5, 0.5 ** 0.5], [0.0, -1.0]]))
     image = torch.tensor([[3.0, 3.0]])  # cosine 1 with cat, -0.7071 with dog; exp(logit_scale) = 10
@@ -72,27 +76,23 @@ def test_ensemble_of_a_hand_computed_example():
 
 
 def test_top_classes_are_named_and_sorted_by_probability():
-    model, tokenizer = hand_example()
-    classifier = ZeroShotClassifier(model, ["cat", "dog"], ["a {}", "the {}"], tokenizer)
+    classifier = ZeroShotClassifier(hand_example(), ["cat", "dog"], ["a {}", "the {}"])
     [[first, second]] = classifier.top_classes(torch.tensor([[0.0, -1.0]]), k=5)
     assert first[0] == "dog" and second[0] == "cat"
     assert first[1] > second[1] and first[1] + second[1] == pytest.approx(1.0)
 
 
 def test_class_embeddings_are_encoded_in_batches():
-    model, tokenizer = hand_example()
-    ZeroShotClassifier(model, ["cat", "dog"], ["a {}", "the {}"], tokenizer, batch_size=3)
+    model = hand_example()
+    ZeroShotClassifier(model, ["cat", "dog"], ["a {}", "the {}"], batch_size=3)
     assert model.batches == 2
 
 
-def tiny_model():
-    torch.manual_seed(0)
-    return create_model({"embed_dim": 16, "activation": "gelu",
-                         "vision": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16},
-                         "text": {"context_length": 8, "vocab_size": 600, "width": 32, "layers": 1}}).eval()
-
-
 class CharacterTokenizer:
+    """Each character one id below 600, between sot (598) and eot (599)."""
+
+    vocab_size = 600
+
     def __call__(self, texts, context_length, truncate=True):
         tokens = torch.zeros(len(texts), context_length, dtype=torch.long)
         for row, text in enumerate(texts):
@@ -101,32 +101,51 @@ class CharacterTokenizer:
         return tokens
 
 
+def tiny_model():
+    """A real CLIP of 600 text ids that reads prompts with the CharacterTokenizer."""
+    torch.manual_seed(0)
+    model = create_model({"embed_dim": 16, "activation": "gelu",
+                          "vision": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16},
+                          "text": {"context_length": 8, "vocab_size": 600, "width": 32, "layers": 1,
+                                   "tokenizer": "bundled"}}).eval()
+    model.tokenizer = CharacterTokenizer()
+    return model
+
+
+def test_the_classifier_tokenizes_with_the_models_tokenizer():
+    model = tiny_model()
+    classifier = ZeroShotClassifier(model, ["cat", "dog"], ["a {}."])
+    with torch.no_grad():
+        expected = F.normalize(model.encode_text(CharacterTokenizer()(["a cat.", "a dog."], 8)), dim=-1)
+    torch.testing.assert_close(classifier.class_embeddings, expected)
+
+
 def test_cache_serves_the_same_embeddings_without_encoding_again(tmp_path):
     model, cache = tiny_model(), ClassEmbeddingCache(tmp_path)
-    first = ZeroShotClassifier(model, ["cat", "dog"], ["a {}.", "the {}"], CharacterTokenizer(), cache=cache)
+    first = ZeroShotClassifier(model, ["cat", "dog"], ["a {}.", "the {}"], cache=cache)
     model.encode_text = None  # a second classifier must not need the text tower
-    second = ZeroShotClassifier(model, ["cat", "dog"], ["a {}.", "the {}"], CharacterTokenizer(), cache=cache)
+    second = ZeroShotClassifier(model, ["cat", "dog"], ["a {}.", "the {}"], cache=cache)
     assert torch.equal(first.class_embeddings, second.class_embeddings)
     assert len(list(tmp_path.glob("*.safetensors"))) == 1
 
 
 def test_cache_is_invalidated_when_the_text_weights_change(tmp_path):
     model, cache = tiny_model(), ClassEmbeddingCache(tmp_path)
-    before = ZeroShotClassifier(model, ["cat", "dog"], ["a {}."], CharacterTokenizer(), cache=cache).class_embeddings
+    before = ZeroShotClassifier(model, ["cat", "dog"], ["a {}."], cache=cache).class_embeddings
     with torch.no_grad():
-        model.text_projection.mul_(-1.0)
-    after = ZeroShotClassifier(model, ["cat", "dog"], ["a {}."], CharacterTokenizer(), cache=cache).class_embeddings
-    fresh = ZeroShotClassifier(model, ["cat", "dog"], ["a {}."], CharacterTokenizer()).class_embeddings
+        model.text.text_projection.mul_(-1.0)
+    after = ZeroShotClassifier(model, ["cat", "dog"], ["a {}."], cache=cache).class_embeddings
+    fresh = ZeroShotClassifier(model, ["cat", "dog"], ["a {}."]).class_embeddings
     torch.testing.assert_close(after, fresh)
     torch.testing.assert_close(after, -before)
     assert len(list(tmp_path.glob("*.safetensors"))) == 2
 
 
 def test_cache_key_follows_classes_and_templates_but_not_the_image_tower():
-    model, cache, tokenizer = tiny_model(), ClassEmbeddingCache(), CharacterTokenizer()
+    model, cache = tiny_model(), ClassEmbeddingCache()
 
     def key(classes, templates):
-        return cache.key(model, tokenizer([t.format(c) for c in classes for t in templates], 8), len(classes))
+        return cache.key(model, model.tokenize([t.format(c) for c in classes for t in templates]), len(classes))
 
     base = key(["cat", "dog"], ["a {}."])
     assert base != key(["cat", "cow"], ["a {}."]) and base != key(["cat", "dog"], ["the {}."])
@@ -137,10 +156,10 @@ def test_cache_key_follows_classes_and_templates_but_not_the_image_tower():
 
 def test_a_damaged_cache_file_is_recomputed(tmp_path):
     model, cache = tiny_model(), ClassEmbeddingCache(tmp_path)
-    expected = ZeroShotClassifier(model, ["cat"], ["a {}."], CharacterTokenizer(), cache=cache).class_embeddings
+    expected = ZeroShotClassifier(model, ["cat"], ["a {}."], cache=cache).class_embeddings
     (stored,) = tmp_path.glob("*.safetensors")
     stored.write_bytes(b"not a safetensors file")
-    again = ZeroShotClassifier(model, ["cat"], ["a {}."], CharacterTokenizer(), cache=cache).class_embeddings
+    again = ZeroShotClassifier(model, ["cat"], ["a {}."], cache=cache).class_embeddings
     torch.testing.assert_close(again, expected)
 
 

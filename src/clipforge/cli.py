@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ClipforgeError, FileNotFoundError, FileExistsError, ValueError) as error:  # a missing extra included
+    except (ClipforgeError, FileNotFoundError, FileExistsError, ValueError) as error:  # MissingExtraError too
         command = " ".join(getattr(args, key) for key in ("command", "data_command", "index_command")
                            if getattr(args, key, None))
         print(f"clipforge {command}: {error}", file=sys.stderr)

@@ -160,6 +160,9 @@ def export_huggingface(model: CLIP, folder: str | os.PathLike) -> Path:
     Hugging Face has no class for is refused before anything is written."""
     hf_config = config_to_huggingface(model.config)
     tokenizer = model.tokenizer
+    if tokenizer.vocab_size != model.config.text.vocab_size:
+        raise CheckpointError(f"the tokenizer has {tokenizer.vocab_size} tokens and the text tower {model.config.text.vocab_size}"
+                              " rows: Hugging Face reads the end token as the table's last id, so the two must be equal")
     hf_state = state_dict_to_huggingface(to_file_keys({k: v.detach().cpu().contiguous()
                                                        for k, v in model.state_dict().items()}))
     folder = Path(folder)

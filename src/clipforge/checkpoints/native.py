@@ -31,12 +31,13 @@ def save_model(model: CLIP, folder: str | os.PathLike) -> Path:
     text.tokenizer "bundled") also writes its tokenizer's vocab.json and merges.txt, so the folder
     is complete on its own."""
     config = CLIPConfig.from_dict(model.config.to_dict())
+    tokenizer = model.tokenizer if config.text.tokenizer == "bundled" else None  # raises before anything is written
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = to_file_keys({key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()})
     write_atomically(folder / WEIGHTS_FILE, lambda path: save_file(state, str(path), metadata={"format": "pt"}))
-    if config.text.tokenizer == "bundled":
-        model.tokenizer.save(folder)
+    if tokenizer is not None:
+        tokenizer.save(folder)
     document = json.dumps({"format": FORMAT, "model": config.to_dict()}, indent=2) + "\n"
     write_atomically(folder / CONFIG_FILE, lambda path: path.write_text(document))
     return folder

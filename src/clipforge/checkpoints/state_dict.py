@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from ..core.errors import ClipforgeError
 from ..models import CLIP, CLIPConfig, TextConfig, VisionConfig
 from ..models.clip import AnyTokenizer
 from ..models.config import DEFAULT_LOGIT_SCALE
@@ -20,7 +21,7 @@ NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ClipforgeError, ValueError):
     """A checkpoint cannot be read or does not fit the architecture; the message says why."""
 
 
@@ -34,7 +35,7 @@ def is_torchscript_archive(path: str | os.PathLike) -> bool:
 
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
     """Tensors of a `.safetensors`, a TorchScript archive or a pickled `.pt`/`.bin`, with wrappers
-    (`state_dict`, `module.`, `_orig_mod.`) removed. Returns (state dict, "safetensors" |
+    (`state_dict`, `module.`, `_orig_mod.`) removed, in the files' layout. Returns (state dict, "safetensors" |
     "torchscript" | "pickle"). Pickles load with `weights_only=True`: no code runs."""
     path = Path(path)
     if not path.is_file():
@@ -54,7 +55,7 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors")
-    return strip_wrappers(state), kind
+    return to_file_keys(strip_wrappers(state)), kind  # a saved `model.state_dict()` reads as a file does
 
 
 def strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

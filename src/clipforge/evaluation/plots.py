@@ -12,7 +12,7 @@ import numpy as np
 from ..core.atomic import write_atomically
 from ..core.extras import extra_imports
 
-with extra_imports("eval", "the evaluation report's figures"):
+with extra_imports("eval", "the evaluation report"):
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display; chosen before pyplot is imported

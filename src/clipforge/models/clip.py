@@ -118,7 +118,12 @@ class CLIP(nn.Module):
 
     @tokenizer.setter
     def tokenizer(self, tokenizer: AnyTokenizer) -> None:
+        """A BPE vocabulary other than OpenAI's makes the model one with its own vocabulary
+        (config text.tokenizer "bundled"), which `save_model` then writes beside the weights."""
         check_tokenizer_fits(tokenizer, self.config.text)
+        if (isinstance(tokenizer, Tokenizer) and self.config.text.tokenizer == "openai"
+                and tokenizer is not Tokenizer.openai()):
+            self.config.text.tokenizer = "bundled"
         self._tokenizer = tokenizer
 
     @property

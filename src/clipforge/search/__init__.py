@@ -7,6 +7,7 @@
 
 The index is a folder: SQLite for the files and the model's id, the L2-normalized float32 embeddings
 as a `.npy`, and above a size threshold a FAISS IVF index; see `store` for its layout and crash safety.
+FAISS comes with the search extra: `pip install 'clipforge[search]'`.
 """
 
 from __future__ import annotations
