@@ -11,6 +11,7 @@ def test_models_lists_configs_and_pretrained(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "ViT-B-32" in out and "tiny-vit" in out and "pretrained: RN101" in out
+    assert "ViT-B/32 (ViT-B-32)" in out  # the published spelling, and the config's
 
 
 def test_convert_bare_weights_to_native_and_hf(tmp_path, capsys):

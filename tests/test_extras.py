@@ -208,7 +208,8 @@ def test_every_package_the_library_imports_is_a_declared_dependency():
 def test_the_core_leaves_each_feature_package_to_its_extra():
     groups = _declared_requirements()
     features = {"data": {"emoji", "cairosvg"}, "search": {"faiss-cpu"},
-                "app": {"fastapi", "uvicorn", "python-multipart"}, "eval": {"scikit-learn", "matplotlib"}}
+                "app": {"fastapi", "uvicorn", "python-multipart"}, "eval": {"scikit-learn", "matplotlib"},
+                "hub": {"huggingface-hub"}, "onnx": {"onnx", "onnxscript", "onnxruntime"}}
     for extra, packages in features.items():
         assert packages <= groups[extra] and not packages & groups["core"], extra
     optional = _pyproject()["optional-dependencies"]

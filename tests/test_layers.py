@@ -19,6 +19,7 @@ LAYERS = {
     "checkpoints": 3,
     "evaluation": 4,
     "training": 5, "search": 5,
+    "applications": 5,
     "app": 6,
     "cli": 7,
 }

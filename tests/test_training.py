@@ -201,3 +201,13 @@ def test_a_new_run_refuses_to_mix_with_an_earlier_runs_checkpoints(shapes_data, 
     train(tiny_config(shapes_data, tmp_path / "run", steps=2, eval_data=[]))
     with pytest.raises(FileExistsError, match="--resume latest"):
         train(tiny_config(shapes_data, tmp_path / "run", steps=2, eval_data=[]))
+
+
+def test_fine_tuning_keeps_the_pretrained_models_own_vocabulary(shapes_data, tmp_path):
+    """The default `tokenizer: learn` applies to fresh models only: a pretrained one comes with its own."""
+    pretrained = train(tiny_config(shapes_data, tmp_path / "first", steps=4, eval_data=[])).model_dir
+    tuned = train(tiny_config(shapes_data, tmp_path / "tuned", steps=2, eval_data=[], vocab_size=300,
+                              pretrained=str(pretrained))).model_dir
+    assert not (tmp_path / "tuned" / "tokenizer").exists()
+    before, after = clipforge.load_model(pretrained).tokenizer, clipforge.load_model(tuned).tokenizer
+    assert after.vocab == before.vocab and after.merges == before.merges

@@ -20,9 +20,10 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="serve the web page: similarity matrix, zero-shot playground, search")
     serve.add_argument("--model", help="a model folder, weights file or published name (default: the index's "
                                        f"model, else {DEFAULT_MODEL})")
-    serve.add_argument("--index", type=Path, help="an image index to search (`clipforge index build`)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--index", type=Path, help="an image index to search (`clipforge index build`) "
+                                                  "(default: none, and no search)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind; 127.0.0.1 serves this machine only")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.add_argument("--device", default="cpu", help="torch device for the model")
     serve.add_argument("--max-upload-mb", type=float, default=16.0, help="largest image upload in MiB")
     serve.add_argument("--max-megapixels", type=float, default=25.0, help="largest image upload in megapixels")

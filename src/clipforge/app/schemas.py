@@ -138,3 +138,27 @@ class SearchHit(BaseModel):
 
 class SearchResponse(BaseModel):
     hits: list[SearchHit]
+
+
+class ScoreRequest(BaseModel):
+    images: list[ImageId] = Field(min_length=1, max_length=MAX_IMAGES, description="ids from /api/images")
+    prompts: list[Text] = Field(min_length=1, max_length=MAX_PROMPTS)
+    references: list[Text] | None = Field(None, min_length=1, max_length=MAX_PROMPTS,
+                                          description="reference captions for every image: adds RefCLIPScore")
+
+
+class RankedImage(BaseModel):
+    image: str = Field(description="the image id")
+    cosine: float
+    clip_score: float = Field(description="Hessel et al.'s CLIPScore, 2.5 * max(cos, 0)")
+
+
+class ScoreResponse(BaseModel):
+    images: list[str]
+    prompts: list[str]
+    cosine: list[list[float]] = Field(description="[image][prompt] cosine similarity")
+    clip_score: list[list[float]] = Field(description="[image][prompt] Hessel et al.'s CLIPScore, 2.5 * max(cos, 0)")
+    clip_score_100: list[list[float]] = Field(description="[image][prompt] torchmetrics' CLIPScore, 100 * max(cos, 0)")
+    ref_clip_score: list[list[float]] | None = Field(
+        description="[image][prompt] RefCLIPScore against the references, or null without them")
+    ranking: list[list[RankedImage]] = Field(description="[prompt]: the images reranked for it, best first")

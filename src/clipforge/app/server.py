@@ -17,6 +17,8 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 import clipforge
+from clipforge.applications.rerank import rank_by_prompt
+from clipforge.applications.scores import hessel_clip_score, ref_clip_score, torchmetrics_clip_score
 from clipforge.evaluation.templates import load_templates, template_set_names
 from clipforge.evaluation.zeroshot import ZeroShotClassifier
 from clipforge.images import ImageLoadError, ImageTransform
@@ -29,6 +31,7 @@ from .features import BoundedCache, FeatureEncoder, UnknownImage
 from .schemas import (MAX_RESULTS, DemoImage, DemoSet, IndexInfo, Info, Limits, MatrixRequest, MatrixResponse,
                       SearchHit, SearchResponse, TemplateSet, TextSearchRequest, UploadedImage, ZeroShotRequest,
                       ZeroShotResponse)
+from .schemas import RankedImage, ScoreRequest, ScoreResponse
 from .uploads import BodySizeLimit, UploadLimits, UploadTooLarge, decode_upload
 
 STATIC = Path(__file__).parent / "static"
@@ -140,6 +143,24 @@ def create_app(model: CLIP, preprocess: ImageTransform, index: ImageIndex | None
         return ZeroShotResponse(labels=request.labels, templates=templates, mode=request.mode,
                                 logit_scale=encoder.logit_scale(), logits=logits.tolist(),
                                 probabilities=logits.softmax(dim=0).tolist())
+
+    @app.post("/api/score", responses={404: {"description": "an unknown image id"}})
+    def score(request: ScoreRequest) -> ScoreResponse:
+        """CLIPScore of every image with every prompt (RefCLIPScore with references), and the images
+        reranked for each prompt, best first."""
+        images = known_images(request.images)
+        prompts = encoder.prompt_features(request.prompts)
+        cosine = similarity(images, prompts)  # [image, prompt]
+        refs = None
+        if request.references is not None:
+            reference_cosine = prompts @ encoder.prompt_features(request.references).t()  # [prompt, reference]
+            refs = ref_clip_score(cosine, reference_cosine.expand(len(request.images), -1, -1)).tolist()
+        ranking = [[RankedImage(image=request.images[hit.index], cosine=hit.cosine, clip_score=hit.clip_score)
+                    for hit in rank_by_prompt(images, prompts[column])] for column in range(len(request.prompts))]
+        return ScoreResponse(images=request.images, prompts=request.prompts, cosine=cosine.tolist(),
+                             clip_score=hessel_clip_score(cosine).tolist(),
+                             clip_score_100=torchmetrics_clip_score(cosine).tolist(), ref_clip_score=refs,
+                             ranking=ranking)
 
     @app.post("/api/search/text", responses={404: {"description": "no index is served"}})
     def search_text(request: TextSearchRequest) -> SearchResponse:

@@ -3,7 +3,9 @@ their shapes, and loading them into a model with errors that name what does not 
 
 from __future__ import annotations
 
+import codecs
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -50,12 +52,73 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]
     except CheckpointError:
         raise
     except Exception as error:  # every reader has its own exception types for a damaged file
-        raise CheckpointError(f"cannot read {path} as a checkpoint: {error}") from error
+        raise CheckpointError(f"cannot read {path} as a checkpoint: {_what_it_is(path, error)}. clipforge reads "
+                              f"{READABLE}") from error
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors")
     return to_file_keys(strip_wrappers(state)), kind  # a saved `model.state_dict()` reads as a file does
+
+
+READABLE = (".safetensors files, PyTorch state dicts saved with torch.save (.pt, .bin), OpenAI's TorchScript "
+            "archives, and model folders (clipforge or Hugging Face)")
+# What a file that is not a checkpoint often is, by its first bytes.
+SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "it is a PNG image, not weights"),
+              (b"\xff\xd8\xff", "it is a JPEG image, not weights"),
+              (b"GIF8", "it is a GIF image, not weights"),
+              (b"%PDF", "it is a PDF document, not weights"),
+              (b"\x1f\x8b", "it is gzip-compressed: unpack it first"),
+              (b"version https://git-lfs", "it is a Git LFS pointer, not the file: fetch it with `git lfs pull`"))
+SAVE_WEIGHTS_ALONE = "save the weights alone with torch.save(model.state_dict(), path)"
+
+
+def _what_it_is(path: Path, error: Exception) -> str:
+    """Why a file did not read as weights, in words: what it is (an image, a text or web page, a
+    damaged archive), or for a pickle holding more than tensors, which object it holds."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+        size = path.stat().st_size
+    except OSError as reading:
+        return f"it cannot be opened ({reading.strerror})"
+    unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    if unsupported:
+        return (f"it holds an object of type {unsupported.group(1)} besides tensors, and clipforge runs no code "
+                f"from a file: {SAVE_WEIGHTS_ALONE}")
+    if not head:
+        return "the file is empty"
+    for signature, description in SIGNATURES:
+        if head.startswith(signature):
+            return description
+    if head[5:9] == b"\0\0\0{":  # safetensors: the header's length (a little-endian u64), then its JSON
+        if path.suffix == ".safetensors":
+            return f"it is a damaged or incomplete safetensors file ({size} bytes): copy or download it again"
+        return "it looks like a safetensors file: name it .safetensors"
+    if head.startswith(b"PK"):
+        if path.suffix == ".safetensors":
+            return "it is a PyTorch checkpoint (a zip archive), not safetensors: name it .pt"
+        if zipfile.is_zipfile(path):
+            return "it is a zip archive that holds no PyTorch weights"
+        return f"it is a damaged or incomplete zip archive ({size} bytes): copy or download it again"
+    if head.startswith(b"\x80"):  # a pickle's protocol opcode
+        if isinstance(error, EOFError):
+            return f"it is a pickle cut short ({size} bytes): copy or download it again"
+        return f"it is a pickle that torch.save did not write, or that holds more than tensors: {SAVE_WEIGHTS_ALONE}"
+    if b"\0" not in head and _is_utf8(head):
+        if head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
+            return "it is a web page, not weights (did a download return a page instead of the file?)"
+        return "it is a text file, not weights"
+    return f"it is in no format clipforge reads ({type(error).__name__})"
+
+
+def _is_utf8(head: bytes) -> bool:
+    """Whether the first bytes of a file read as UTF-8 (a character cut at the end allowed)."""
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

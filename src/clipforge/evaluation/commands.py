@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ..core.locations import DEFAULT_MODEL_DIR
-from .datasets import SHAPES, TASKS
+from .datasets import SHAPES, TASKS, task_table
 from .templates import DEFAULT_TEMPLATE_SET, load_classnames, load_templates, parse_labels, template_set_names
 
 DEFAULT_MODEL = DEFAULT_MODEL_DIR
@@ -18,9 +18,20 @@ IMAGES_PER_BATCH = 64
 
 
 def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return _int_from(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _int_from(text, 0)
+
+
+def _int_from(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
     return value
 
 
@@ -29,17 +40,20 @@ def add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     classify = commands.add_parser("classify", help="zero-shot: the most probable labels of images")
     classify.add_argument("images", nargs="+", help="image files")
     labels = classify.add_mutually_exclusive_group(required=True)
-    labels.add_argument("--labels", help='comma-separated class names, e.g. "cat,dog,car"')
+    labels.add_argument("--labels", help='two or more comma-separated class names, e.g. "cat,dog,car" '
+                                         "(this or --labels-file is required)")
     labels.add_argument("--labels-file",
                         help='class names: text with one a line, or JSON (a list, or {"classes": [...]})')
     classify.add_argument("--templates", default=DEFAULT_TEMPLATE_SET,
                           help=f"a template set ({sets}) or a file of templates with one '{{}}' each "
-                               f"(text, one a line, or JSON) (default: {DEFAULT_TEMPLATE_SET})")
-    classify.add_argument("--model", default=DEFAULT_MODEL, help=f"published name, weights file or model folder "
-                                                                 f"(default: {DEFAULT_MODEL})")
-    classify.add_argument("--top", type=positive_int, default=5, help="classes shown per image (default: 5)")
+                               "(text, one a line, or JSON)")
+    classify.add_argument("--model", default=DEFAULT_MODEL, help="published name, weights file or model folder")
+    classify.add_argument("--top", type=positive_int, default=5, help="classes shown per image")
     classify.add_argument("--json", action="store_true", help="one JSON object per image")
-    classify.add_argument("--device", default="cpu")
+    classify.add_argument("--device", default="cpu", help="torch device, such as cpu or cuda:0")
+    classify.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                          help="onnx: --model is a folder that `clipforge export --onnx` wrote, run on the CPU "
+                               "under ONNX Runtime (the onnx extra)")
     classify.add_argument("--no-cache", action="store_true", help="embed the classes again instead of reading "
                                                                   "them from the class-embedding cache")
     classify.set_defaults(run=classify_command)
@@ -49,25 +63,29 @@ def add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--model", action="append", required=True,
                           help="published name, weights file or model folder; repeat to compare models side by side")
     evaluate.add_argument("--dataset", action="append", required=True,
-                          help=f"a prepared set (openmoji, fashion-mnist), {SHAPES} (the probes), or a table, "
-                               "image folder or shards path; repeatable")
+                          help=f"a prepared evaluation set ({', '.join(task_table())}), {SHAPES} (the probes), or "
+                               "a table, image folder or shards path; repeatable")
     evaluate.add_argument("--task", action="append", choices=TASKS,
                           help="repeatable (default: every task each dataset has; shapes always runs its probes)")
-    evaluate.add_argument("--output", type=Path, default=Path("runs/eval"), help="folder for results.json, "
-                                                                               "report.md and figures")
+    evaluate.add_argument("--output", type=Path, default=Path("runs/eval"),
+                          help="folder for results.json, report.md and figures; a rerun into it keeps the figures "
+                               "that are still current")
     evaluate.add_argument("--templates", help=f"zero-shot templates for every dataset: a set ({sets}) or a file "
                                               "(default: each dataset's own set)")
     evaluate.add_argument("--label-key", help="the metadata field (table column, shard JSON key) holding your "
-                                              "data's class labels, for zero-shot and the linear probe")
-    evaluate.add_argument("--limit", type=positive_int, help="read only the first N entries of each dataset")
-    evaluate.add_argument("--probe-count", type=positive_int, default=200,
-                          help="counting and spatial probes each (default: 200)")
-    evaluate.add_argument("--seed", type=int, default=0)
+                                              "data's class labels, for zero-shot and the linear probe (default: "
+                                              "none: your own data gets retrieval only)")
+    evaluate.add_argument("--limit", type=positive_int, help="read only the first N entries of each dataset "
+                                                             "(default: all)")
+    evaluate.add_argument("--probe-count", type=positive_int, default=200, help="counting and spatial probes each")
+    evaluate.add_argument("--seed", type=int, default=0,
+                          help="seed of the shapes probes and of the linear probe's split")
     evaluate.add_argument("--data-dir", type=Path,
                           help="prepared data (default: $CLIPFORGE_DATA or ~/.cache/clipforge/data)")
-    evaluate.add_argument("--batch-size", type=positive_int, default=256)
-    evaluate.add_argument("--device", default="cpu")
-    evaluate.set_defaults(run=eval_command)
+    evaluate.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass")
+    evaluate.add_argument("--device", default="cpu", help="torch device, such as cpu or cuda:0")
+    evaluate.set_defaults(run=eval_command, writes=lambda args: args.output,
+                          resumable=lambda folder: (folder / "results.json").is_file())
 
 
 def classify_command(args: argparse.Namespace) -> None:
@@ -79,12 +97,23 @@ def classify_command(args: argparse.Namespace) -> None:
     from .features import encode_images
     from .zeroshot import ZeroShotClassifier
 
-    classnames = parse_labels(args.labels) if args.labels is not None else load_classnames(args.labels_file)
+    classnames = labels_from_text(args.labels) if args.labels is not None else load_classnames(args.labels_file)
+    if len(set(classnames)) < 2:
+        raise ValueError(f"zero-shot classification picks one of several labels, and {len(set(classnames))} was "
+                         'given: name two or more, e.g. --labels "cat,dog" (one label alone would always get 100%)')
     templates = load_templates(args.templates)
     if args.model == DEFAULT_MODEL and not Path(DEFAULT_MODEL).exists():
         raise FileNotFoundError(f"no model at {DEFAULT_MODEL}: train one with `clipforge train`, or pass --model")
-    model, preprocess = load(args.model, args.device)
-    classifier = ZeroShotClassifier(model, classnames, templates, cache=None if args.no_cache else ClassEmbeddingCache())
+    if args.runtime == "onnx":  # no weights to fingerprint, so no class-embedding cache
+        if args.device != "cpu":
+            raise ValueError(f"--runtime onnx runs on the CPU; drop --device {args.device}")
+        from ..checkpoints.onnx_runtime import load_onnx
+
+        model, preprocess = load_onnx(args.model)
+    else:
+        model, preprocess = load(args.model, args.device)
+    cache = None if args.no_cache or args.runtime == "onnx" else ClassEmbeddingCache()
+    classifier = ZeroShotClassifier(model, classnames, templates, cache=cache)
     unreadable = []
     for start in range(0, len(args.images), IMAGES_PER_BATCH):
         paths, pixels = [], []
@@ -108,6 +137,15 @@ def classify_command(args: argparse.Namespace) -> None:
                     print(f"  {label:<{width}}  {100 * probability:6.2f}%")
     if unreadable:
         raise ValueError(f"{len(unreadable)} of {len(args.images)} images could not be read: {', '.join(unreadable)}")
+
+
+def labels_from_text(text: str) -> list[str]:
+    """`--labels "cat, dog,car"` -> ["cat", "dog", "car"]; an empty label (",," or a comma at an end) is
+    a slip, not a label to drop."""
+    if any(not label.strip() for label in text.split(",")):
+        raise ValueError(f"--labels {text!r} has an empty label (two commas in a row, or a comma at an end): "
+                         'write the class names between commas, e.g. --labels "cat,dog,car"')
+    return parse_labels(text)
 
 
 def eval_command(args: argparse.Namespace) -> None:

@@ -4,6 +4,7 @@ tasks in `tasks.json`), or a path to the user's own table, image folder or shard
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from dataclasses import dataclass, field
@@ -68,14 +69,40 @@ def resolve_dataset(spec: str, label_key: str | None = None, templates: str | No
         name, source = Path(spec).stem, spec
     else:
         name = spec.removeprefix(PREFIX)
-        sets = builtin_sets(PREFIX + name, data_dir)
+        try:
+            sets = builtin_sets(PREFIX + name, data_dir)
+        except FileNotFoundError:  # nothing prepared: a built-in set's name is told to prepare, a typo is not
+            if name not in task_table():
+                raise ValueError(_unknown_dataset(name, sorted(task_table()))) from None
+            raise
+        except json.JSONDecodeError:  # a damaged manifest is not an unknown name
+            raise
+        except ValueError:  # no prepared set of that name
+            sets = {}
         if list(sets) != [name]:
-            raise ValueError(f"{spec!r} is not one prepared set: name one of {', '.join(sorted(sets))}")
+            raise ValueError(_unknown_dataset(name, evaluation_set_names(data_dir)))
         source = [str(path) for path in sets[name]]
         tasks = task_table().get(name, {"retrieval": True})
     if templates and "zeroshot" in tasks:
         tasks["zeroshot"] = {**tasks["zeroshot"], "templates": templates}
     return EvalDataset(name, source, tasks)
+
+
+def evaluation_set_names(data_dir: str | os.PathLike | None = None) -> list[str]:
+    """The prepared sets of the evaluation split, or, with none prepared, the built-in ones `tasks.json` describes."""
+    from ..data.builtin import PREFIX, builtin_sets
+
+    try:
+        return sorted(builtin_sets(PREFIX + "eval", data_dir))
+    except (FileNotFoundError, ValueError):
+        return sorted(task_table())
+
+
+def _unknown_dataset(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, [*known, SHAPES], n=1)
+    hint = f" Did you mean {close[0]}?" if close else ""
+    return (f"no dataset {name!r}: name an evaluation set ({', '.join(known)}), {SHAPES} (the probes), or the path "
+            f"of a table, an image folder or shards.{hint}")
 
 
 def datasets_from_sources(sources: dict[str, Any]) -> list[EvalDataset]:

@@ -48,6 +48,11 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+# Resampling filters by the names open_clip's and Hugging Face's configs use.
+INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+                  "nearest": Image.Resampling.NEAREST}
+# "shortest": short side to size, then a centered crop (CLIP's); "squash": both sides to size, no crop.
+RESIZE_MODES = ("shortest", "squash")
 
 
 class ImageLoadError(ValueError):
@@ -116,6 +121,8 @@ class ImageTransform:
     """PIL image -> normalized float32 tensor ``[3, image_size, image_size]`` for a CLIP vision tower.
 
     Exact (HF ``CLIPImageProcessor`` within 1e-5) unless ``jpeg_draft`` opts in to JPEG draft decoding.
+    ``interpolation`` and ``resize_mode`` follow a checkpoint's published preprocessing (open_clip's
+    ``preprocess_cfg``); the defaults are CLIP's bicubic resize of the short side and centered crop.
     """
 
     def __init__(
@@ -124,15 +131,22 @@ class ImageTransform:
         mean: Sequence[float] = CLIP_MEAN,
         std: Sequence[float] = CLIP_STD,
         jpeg_draft: bool = False,
+        interpolation: str = "bicubic",
+        resize_mode: str = "shortest",
     ) -> None:
         if image_size < 1:
             raise ValueError(f"image_size must be positive, got {image_size}")
+        if interpolation not in INTERPOLATIONS or resize_mode not in RESIZE_MODES:
+            raise ValueError(f"interpolation must be one of {tuple(INTERPOLATIONS)} and resize_mode one of "
+                             f"{RESIZE_MODES}, got {interpolation!r} and {resize_mode!r}")
         if len(mean) != 3 or len(std) != 3:
             raise ValueError(f"mean and std need one value per RGB channel, got {mean} and {std}")
         self.image_size = image_size
         self.mean = tuple(mean)
         self.std = tuple(std)
         self.jpeg_draft = jpeg_draft
+        self.interpolation = interpolation
+        self.resize_mode = resize_mode
         # (x / 255 - mean) / std folded into one subtract and one divide on 0..255 values
         self._offset = np.array(self.mean, dtype=np.float32) * 255
         self._scale = np.array(self.std, dtype=np.float32) * 255
@@ -155,9 +169,12 @@ class ImageTransform:
         if self.draft_size is not None:
             image.draft(image.mode, (self.draft_size, self.draft_size))  # a no-op once loaded, and for other formats
         image = to_rgb(image)
-        size = resize_size(image.width, image.height, self.image_size)
-        image = image.resize(size, Image.Resampling.BICUBIC)
-        image = image.crop(center_crop_box(image.width, image.height, self.image_size))
+        if self.resize_mode == "squash":
+            image = image.resize((self.image_size, self.image_size), INTERPOLATIONS[self.interpolation])
+        else:
+            size = resize_size(image.width, image.height, self.image_size)
+            image = image.resize(size, INTERPOLATIONS[self.interpolation])
+            image = image.crop(center_crop_box(image.width, image.height, self.image_size))
         pixels = (np.asarray(image, dtype=np.float32) - self._offset) / self._scale  # [h, w, 3]
         return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
 
@@ -168,5 +185,7 @@ class ImageTransform:
         )
 
     def __repr__(self) -> str:
-        draft = ", jpeg_draft=True" if self.jpeg_draft else ""
-        return f"ImageTransform(image_size={self.image_size}, mean={self.mean}, std={self.std}{draft})"
+        options = ", jpeg_draft=True" if self.jpeg_draft else ""
+        options += f", interpolation={self.interpolation!r}" if self.interpolation != "bicubic" else ""
+        options += f", resize_mode={self.resize_mode!r}" if self.resize_mode != "shortest" else ""
+        return f"ImageTransform(image_size={self.image_size}, mean={self.mean}, std={self.std}{options})"

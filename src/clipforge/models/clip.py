@@ -147,6 +147,13 @@ class CLIP(nn.Module):
         features = self.visual(image)
         return F.normalize(features, dim=-1) if normalize else features
 
+    def encode_image_dense(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """image: [batch, 3, h, w], sides multiples of `visual.dense_stride` -> [batch, h / stride,
+        w / stride, embed_dim]: one embedding per image location, comparable with text features
+        (MaskCLIP's reading of each tower; see the towers' `forward_dense`)."""
+        features = self.visual.forward_dense(image)
+        return F.normalize(features, dim=-1) if normalize else features
+
     def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """text: token ids [batch, length <= context_length] -> features [batch, embed_dim]."""
         features = self.text(text)

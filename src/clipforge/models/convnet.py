@@ -33,6 +33,26 @@ class ConvNet(nn.Module):
         when the weights are channels-last too (as `init_parameters` leaves them)."""
         return self.proj(self.stages(image.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3)))
 
+    @property
+    def dense_stride(self) -> int:
+        """Input pixels per cell of the last feature map: each max-pooling halves it."""
+        return 2 ** sum(isinstance(layer, nn.MaxPool2d) for layer in self.stages)
+
+    def forward_intermediates(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """Each stage's feature map after its ReLU, [batch, channels, h, w], the last one the map `forward` averages."""
+        x = image.contiguous(memory_format=torch.channels_last)
+        states = []
+        for layer in self.stages:
+            x = layer(x)
+            if isinstance(layer, nn.ReLU):
+                states.append(x)
+        return states
+
+    def forward_dense(self, image: torch.Tensor) -> torch.Tensor:
+        """image: [batch, 3, h, w] -> [batch, h / stride, w / stride, output_dim]: the projection at every
+        position of the last feature map; their mean is `forward`'s output (the projection is affine)."""
+        return self.proj(self.stages(image.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1))
+
     @torch.no_grad()
     def init_parameters(self) -> None:
         """PyTorch's default initialisation of each layer (what the runs that chose this tower used),

@@ -63,6 +63,25 @@ class AttentionPool2d(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)
         return self.c_proj(out.reshape(batch, width))
 
+    def forward_dense(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [batch, channels, h, w] -> [batch, h, w, output_dim]: each position (with its positional
+        embedding) through the value and output projections instead of being pooled (MaskCLIP). The
+        pooled output is an attention-weighted mean of these, since both projections are affine."""
+        grid = (x.shape[-2], x.shape[-1])
+        tokens = x.flatten(2).transpose(1, 2) + self.spatial_positions(grid).to(x.dtype)
+        return self.c_proj(self.v_proj(tokens)).reshape(x.shape[0], grid[0], grid[1], -1)
+
+    def spatial_positions(self, grid: tuple[int, int]) -> torch.Tensor:
+        """[grid_h * grid_w, channels]: the positions of the map's cells (not the mean token's),
+        bicubically resampled when the grid is not the trained square."""
+        positions = self.positional_embedding[1:]
+        trained = round(positions.shape[0] ** 0.5)
+        if tuple(grid) == (trained, trained):
+            return positions
+        square = positions.reshape(1, trained, trained, -1).permute(0, 3, 1, 2).float()
+        resized = F.interpolate(square, size=tuple(grid), mode="bicubic", align_corners=False)
+        return resized.to(positions.dtype).permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1)
+
 
 class ModifiedResNet(nn.Module):
     def __init__(self, layers: list[int], output_dim: int, heads: int, image_size: int, width: int):
@@ -92,6 +111,24 @@ class ModifiedResNet(nn.Module):
         x = self.avgpool(F.relu(self.bn3(self.conv3(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.attnpool(x)
+
+    @property
+    def dense_stride(self) -> int:
+        """Input pixels per cell of the last feature map: the stem halves twice, stages 2-4 once each."""
+        return 32
+
+    def forward_intermediates(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """The stem's and each stage's feature map [batch, channels, h, w] (strides 4, 4, 8, 16, 32)."""
+        x = F.relu(self.bn1(self.conv1(image)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        states = [self.avgpool(F.relu(self.bn3(self.conv3(x))))]
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            states.append(stage(states[-1]))
+        return states
+
+    def forward_dense(self, image: torch.Tensor) -> torch.Tensor:
+        """image: [batch, 3, h, w], sides multiples of 32 -> [batch, h / 32, w / 32, output_dim]."""
+        return self.attnpool.forward_dense(self.forward_intermediates(image)[-1])
 
     @torch.no_grad()
     def init_parameters(self) -> None:

@@ -7,12 +7,23 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from clipforge.evaluation.commands import non_negative_int, positive_int
+
+if TYPE_CHECKING:
+    from clipforge.search import ImageIndex
 
 
 def index_build_command(args: argparse.Namespace) -> None:
+    from clipforge.data.samples import IMAGE_EXTENSIONS
     from clipforge.search import build_index
 
     report = build_index(args.folders, _index_path(args), args.model, **_build_options(args))
+    if not report.indexed:
+        skipped = f" ({report.skipped} unreadable file{'s' * (report.skipped != 1)} skipped)" * bool(report.skipped)
+        raise ValueError(f"found no images to index under {', '.join(map(str, args.folders))}{skipped}: name "
+                         f"folders that hold images ({', '.join(IMAGE_EXTENSIONS)}); subfolders are searched too")
     _print_report(report, args.json)
 
 
@@ -29,10 +40,15 @@ def search_command(args: argparse.Namespace) -> None:
 
     if (args.query is None) == (args.image is None):
         raise ValueError("give either a text query or --image PATH")
+    if args.query is not None and not args.query.strip():
+        raise ValueError('the query is empty: say what to look for, e.g. clipforge search "a red bicycle", or '
+                         "look for images like one with --image PATH")
+    query_image = None if args.image is None else load_image(args.image)  # a bad file fails before the model loads
     with ImageIndex.open(_index_path(args)) as index:
+        check_candidates(index, args.folder)
         searcher = Searcher.for_index(index, args.device)
-        if args.image is not None:
-            hits = searcher.by_image(load_image(args.image), args.k, args.folder)
+        if query_image is not None:
+            hits = searcher.by_image(query_image, args.k, args.folder)
         else:
             hits = searcher.by_text(args.query, args.k, args.folder)
     if args.json:
@@ -43,10 +59,10 @@ def search_command(args: argparse.Namespace) -> None:
 
 def dedup_command(args: argparse.Namespace) -> None:
     from clipforge.search import ImageIndex, find_duplicates
-    from clipforge.search.dedup import DEFAULT_THRESHOLD
 
-    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    threshold = args.threshold
     with ImageIndex.open(_index_path(args)) as index:
+        check_candidates(index, args.folder)
         groups = find_duplicates(index, threshold, args.folder)
     if args.json:
         print(json.dumps([{"paths": [str(path) for path in group.paths], "similarity": group.similarity}
@@ -58,10 +74,32 @@ def dedup_command(args: argparse.Namespace) -> None:
     print(f"{len(groups)} groups of near-duplicates at similarity >= {threshold}")
 
 
+def check_candidates(index: ImageIndex, folder: Path | None) -> None:
+    """Refuse a query with nothing to search: an empty index, or a --folder that holds no indexed image."""
+    if len(index) == 0:
+        raise ValueError(f"the index at {index.folder} holds no images: add some with `clipforge index build FOLDER`")
+    if folder is None:
+        return
+    with index.reading() as snapshot:
+        if len(snapshot.candidate_rows(folder)):
+            return
+    why = "it does not exist" if not folder.expanduser().exists() else "it holds no indexed image"
+    raise ValueError(f"--folder {folder}: {why}; the index at {index.folder} covers "
+                     f"{', '.join(map(str, index.roots)) or 'no folder'}")
+
+
 def _index_path(args: argparse.Namespace) -> Path:
     from clipforge.search import default_index_path
 
     return args.index if args.index is not None else default_index_path()
+
+
+def _holds_images(index_path: Path) -> bool:
+    """Whether a failed build left images that a rerun keeps (builds commit batch by batch)."""
+    from clipforge.search import ImageIndex
+
+    with ImageIndex.open(index_path) as index:
+        return len(index) > 0
 
 
 def _build_options(args: argparse.Namespace) -> dict:
@@ -83,14 +121,21 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
+# Shown in --help: the defaults of `build_index` and `find_duplicates` (tests/test_cli_help.py checks they agree).
+SHOWN_DEFAULTS = {"batch_size": 64, "workers": 2, "ann_threshold": 50_000, "threshold": 0.95}
+
+
 def _add_build_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common_arguments(parser)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--workers", type=int, help="data-loader processes")
-    parser.add_argument("--ann-threshold", type=int,
-                        help="build a FAISS index from this many images on")
-    parser.add_argument("--device", help="default: this rank's GPU if there is one, else the CPU")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--batch-size", type=positive_int,
+                        help=f"images per forward pass (default: {SHOWN_DEFAULTS['batch_size']})")
+    parser.add_argument("--workers", type=non_negative_int,
+                        help=f"data-loader processes; 0 reads in this process (default: {SHOWN_DEFAULTS['workers']})")
+    parser.add_argument("--ann-threshold", type=positive_int,
+                        help="build and use a FAISS index from this many images on "
+                             f"(default: {SHOWN_DEFAULTS['ann_threshold']})")
+    parser.add_argument("--device", help="torch device (default: this rank's GPU if there is one, else the CPU)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def add_search_commands(commands: argparse._SubParsersAction) -> None:
@@ -99,26 +144,29 @@ def add_search_commands(commands: argparse._SubParsersAction) -> None:
         dest="index_command", required=True)
     build = index.add_parser("build", help="embed every image under the folders (resumes; splits across "
                                            "ranks under torchrun)")
-    build.add_argument("folders", nargs="+", type=Path)
+    build.add_argument("folders", nargs="+", type=Path, help="folders of images, searched recursively")
     build.add_argument("--model", required=True, help="published name, weights file or model folder")
     _add_build_arguments(build)
-    build.set_defaults(run=index_build_command)
+    build.set_defaults(run=index_build_command, writes=_index_path, resumable=_holds_images)
     update = index.add_parser("update", help="embed new and changed images, drop deleted ones")
-    update.add_argument("--model", help="default: the model the index was built with")
+    update.add_argument("--model", help="the index's model, should it have moved (default: the model the index "
+                                        "was built with, where it was)")
     _add_build_arguments(update)
     update.set_defaults(run=index_update_command)
 
     search = commands.add_parser("search", help="search an index by text or by example image")
-    search.add_argument("query", nargs="?", help="what to look for, in words")
-    search.add_argument("--image", type=Path, help="look for images like this one instead")
-    search.add_argument("-k", type=int, default=20, help="number of results")
-    search.add_argument("--folder", type=Path, help="only images under this folder")
-    search.add_argument("--device", default="cpu")
+    search.add_argument("query", nargs="?", help="what to look for, in words (or give --image)")
+    search.add_argument("--image", type=Path,
+                        help="look for images like this one (default: none: search by the text query)")
+    search.add_argument("-k", type=positive_int, default=20, help="number of results")
+    search.add_argument("--folder", type=Path, help="only images under this folder (default: the whole index)")
+    search.add_argument("--device", default="cpu", help="torch device for the model")
     _add_common_arguments(search)
     search.set_defaults(run=search_command)
 
     dedup = commands.add_parser("dedup", help="list groups of near-duplicate images in an index")
-    dedup.add_argument("--threshold", type=float, help="cosine similarity")
-    dedup.add_argument("--folder", type=Path, help="only images under this folder")
+    dedup.add_argument("--threshold", type=float, default=SHOWN_DEFAULTS["threshold"],
+                       help="cosine similarity from which two images count as near-duplicates, in [-1, 1]")
+    dedup.add_argument("--folder", type=Path, help="only images under this folder (default: the whole index)")
     _add_common_arguments(dedup)
     dedup.set_defaults(run=dedup_command)

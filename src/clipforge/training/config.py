@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,51 +16,80 @@ from typing import Any
 from ..core.locations import DEFAULT_RUN_DIR
 
 
+# `clipforge train --help` shows the options in these groups, in this order.
+OPTION_GROUPS = ("model", "data", "optimisation", "precision", "checkpoints", "evaluation", "logging")
+
+
+def option(group: str, default: Any, help_text: str, shown: str | None = None) -> Any:
+    """A field with its `--help` line and group; `shown` words a default that its value cannot say
+    (None). A list default is copied for each instance."""
+    metadata = {"group": group, "help": help_text, "shown": shown}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class TrainConfig:
     # what to train
-    model: str = "forge-cnn-ngram"  # config name or JSON path; ignored when `pretrained` is set
-    pretrained: str | None = None  # fine-tune from a published name, file or folder
-    tokenizer: str = "learn"  # a fresh transformer text tower's BPE: "learn" from the captions, or "openai"
-    vocab_size: int = 4096  # for tokenizer "learn"
+    model: str = option("model", "forge-cnn-ngram", "model config name (see `clipforge models`) or JSON file; "
+                                                    "ignored with --pretrained")
+    pretrained: str | None = option("model", None, "fine-tune from a published name, weights file or model folder",
+                                    shown="none: train from scratch")
+    tokenizer: str = option("model", "learn", "a new transformer text tower's BPE: learn (from the captions) or openai")
+    vocab_size: int = option("model", 4096, "BPE vocabulary size with --tokenizer learn")
     # data
-    train_data: list[str] = field(default_factory=lambda: ["builtin:train"])
-    eval_data: list[str] = field(default_factory=lambda: ["builtin:eval"])
-    caption_choice: str = "random"  # "random": one of the sample's captions per epoch; "txt": always key.txt
-    workers: int = 0  # loader processes; the image memo below needs 0
-    shuffle_buffer: int = 20000  # shards: samples (file bytes) shuffled together; >= the set's size shuffles fully
-    image_memo_mib: int = 2048  # decoded training images kept between epochs (with workers 0); 0 = off
-    augment_crop_scale: float = 1.0  # random crops of this fraction of the area up to all of it; 1 = none
-    augment_grayscale: float = 0.0  # probability of turning a training image grayscale
-    augment_shift: int = 2  # move each training image by up to this many pixels each way
+    train_data: list[str] = option("data", ["builtin:train"], "builtin:train, builtin:SET or .tar shards (several "
+                                                              "mix), or one table (.csv/.tsv/.jsonl) or image folder")
+    eval_data: list[str] = option("evaluation", ["builtin:eval"], "sets to evaluate on, named as for --train-data; "
+                                                                  "builtin:eval is every prepared evaluation set")
+    caption_choice: str = option("data", "random", "random: one of a sample's captions each epoch; txt: always "
+                                                   "its .txt caption")
+    workers: int = option("data", 0, "data-loader processes; the image memo needs 0")
+    shuffle_buffer: int = option("data", 20000, "shards: samples shuffled together; at least the data's size "
+                                                "shuffles fully")
+    image_memo_mib: int = option("data", 2048, "MiB of decoded training images kept between epochs (with "
+                                               "--workers 0); 0 = off")
+    augment_crop_scale: float = option("data", 1.0, "random crops of this fraction of the area up to all of it; "
+                                                    "1 = none")
+    augment_grayscale: float = option("data", 0.0, "probability of turning a training image grayscale")
+    augment_shift: int = option("data", 2, "move each training image by up to this many pixels each way")
     # schedule
-    steps: int = 360  # defaults: the recipe chosen by measured runs (docs/training.md), ~10 min on 2 cores
-    batch_size: int = 512
-    accum_freq: int = 1  # micro-batches per step; features are cached so negatives span the full batch
-    lr: float = 2e-3
-    warmup_steps: int = 25
-    min_lr_ratio: float = 0.0
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.98
-    eps: float = 1e-6
-    grad_clip: float | None = 1.0
+    steps: int = option("optimisation", 360, "optimizer steps; the defaults are the recipe chosen by measured "
+                                             "runs (docs/training.md), ~10 min on 2 cores")
+    batch_size: int = option("optimisation", 512, "samples per step in each process")
+    accum_freq: int = option("optimisation", 1, "micro-batches per step; features are cached so negatives span "
+                                                "the full batch")
+    lr: float = option("optimisation", 2e-3, "peak learning rate of AdamW")
+    warmup_steps: int = option("optimisation", 25, "steps of linear warm-up before the cosine decay")
+    min_lr_ratio: float = option("optimisation", 0.0, "the cosine decay ends at this fraction of --lr")
+    weight_decay: float = option("optimisation", 0.1, "AdamW weight decay")
+    beta1: float = option("optimisation", 0.9, "AdamW beta1")
+    beta2: float = option("optimisation", 0.98, "AdamW beta2")
+    eps: float = option("optimisation", 1e-6, "AdamW epsilon")
+    grad_clip: float | None = option("optimisation", 1.0, "clip the gradients' global norm to this; 0 = no clipping")
     # loss and model behaviour
-    loss: str = "clip"  # "clip" (softmax contrastive) or "siglip" (sigmoid)
-    local_loss: bool = False
-    precision: str = "auto"  # "bf16" autocast, "fp32", or "auto": bf16 only where the hardware has fast bf16
-    grad_checkpointing: bool = False
-    lock_image: bool = False  # LiT: freeze the image tower
-    lock_text: bool = False
+    loss: str = option("optimisation", "clip", "clip (softmax contrastive) or siglip (sigmoid)")
+    local_loss: bool = option("optimisation", False, "each process scores only its own rows against the global "
+                                                     "batch: the same loss with less memory")
+    precision: str = option("precision", "auto", "bf16 (autocast), fp32, or auto: bf16 only where the hardware "
+                                                 "has fast bf16")
+    grad_checkpointing: bool = option("precision", False, "recompute activations in the backward pass: less "
+                                                          "memory, slower steps")
+    lock_image: bool = option("model", False, "LiT: freeze the image tower")
+    lock_text: bool = option("model", False, "freeze the text tower")
     # bookkeeping
-    seed: int = 0
-    output_dir: str = DEFAULT_RUN_DIR
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 2
-    eval_every: int = 0  # 0: evaluate only at the end (the default: the 10-minute budget has no room for more)
-    log_every: int = 10
-    device: str | None = None
-    progress: bool = True
+    seed: int = option("optimisation", 0, "seed of the initialisation and of the data order")
+    output_dir: str = option("checkpoints", DEFAULT_RUN_DIR, "run folder: checkpoints, metrics, report and the "
+                                                             "final model")
+    checkpoint_every: int = option("checkpoints", 200, "steps between checkpoints; one is also saved at the end")
+    keep_checkpoints: int = option("checkpoints", 2, "checkpoints kept; older ones are deleted")
+    eval_every: int = option("evaluation", 0, "steps between evaluations; 0: only at the end (the 10-minute "
+                                              "default has no room for more)")
+    log_every: int = option("logging", 10, "steps between throughput readings on the progress bar")
+    device: str | None = option("precision", None, "torch device, such as cpu or cuda:0",
+                                shown="this process's GPU if there is one, else the CPU")
+    progress: bool = option("logging", True, "show a progress bar")
 
     def __post_init__(self) -> None:
         choices = {"tokenizer": ("learn", "openai"), "caption_choice": ("random", "txt"),
@@ -88,28 +118,58 @@ class TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One `--option` per field, defaulting to None so that only options given on the command line
-    override the JSON config or the dataclass defaults."""
-    parser.add_argument("--config", help="JSON file of training options")
+def add_arguments(parser: argparse.ArgumentParser) -> dict[str, argparse._ArgumentGroup]:
+    """One `--option` per field, in its group, its help ending in the dataclass's default. Each defaults
+    to None on the command line, so that only options given there override the JSON config or the
+    dataclass defaults. Returns the groups by name, for options of the command that are not fields."""
+    parser.add_argument("--config", help="JSON file of training options; options given here override it "
+                                          "(default: none)")
+    groups = {name: parser.add_argument_group(name) for name in OPTION_GROUPS}
     for option in dataclasses.fields(TrainConfig):
         flag = "--" + option.name.replace("_", "-")
-        kind = _base_type(option.name)
+        described = f"{option.metadata['help']} (default: {_shown_default(option)})".replace("%", "%%")
+        group, kind = groups[option.metadata["group"]], _base_type(option.name)
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=described)
         elif kind is list:
-            parser.add_argument(flag, nargs="+", default=None)
+            group.add_argument(flag, nargs="+", default=None, help=described)
         else:
-            parser.add_argument(flag, type=kind, default=None)
+            group.add_argument(flag, type=kind, default=None, help=described)
+    return groups
+
+
+def _shown_default(option: dataclasses.Field) -> str:
+    value = option.default_factory() if option.default is dataclasses.MISSING else option.default
+    if option.metadata["shown"] is not None:
+        return option.metadata["shown"]
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def config_from_arguments(args: argparse.Namespace) -> TrainConfig:
-    data = TrainConfig.from_json(args.config).to_dict() if args.config else {}
+    """The `--config` file's options, overridden by those given on the command line."""
+    data = {}
+    if args.config:
+        try:
+            data = TrainConfig.from_json(args.config).to_dict()
+        except (OSError, ValueError) as error:  # a missing or unreadable file, bad JSON, unknown options
+            raise ValueError(f"cannot use --config {args.config}: {error}") from None
     for option in dataclasses.fields(TrainConfig):
         value = getattr(args, option.name, None)
         if value is not None:
             data[option.name] = value
-    return TrainConfig.from_dict(data)
+    try:
+        return TrainConfig.from_dict(data)
+    except ValueError as error:  # its messages name fields: name the flags a user types instead
+        raise ValueError(re.sub(r"^[a-z]\w*|\b[a-z]\w*_\w+", _as_flag, str(error))) from None
+
+
+def _as_flag(match: re.Match) -> str:
+    """A field's name as its flag (`batch_size` -> `--batch-size`); any other word as it is."""
+    word = match[0]
+    fields = {option.name for option in dataclasses.fields(TrainConfig)}
+    return "--" + word.replace("_", "-") if word in fields else word
 
 
 def _base_type(field_name: str) -> type:

@@ -309,6 +309,115 @@ function setupSearch() {
   }));
 }
 
+// --- scoring ---------------------------------------------------------------------------------
+
+const scoring = {images: [], result: null}; // images: {id, url, name}; result: the last /api/score response
+
+const lines = (text) => text.split("\n").map((line) => line.trim()).filter(Boolean);
+
+function renderScoreImages() {
+  $("#score-images").replaceChildren(...scoring.images.map((image, index) =>
+    element("figure", {class: "score-thumb", "data-index": index, title: image.name},
+      element("img", {src: image.url, alt: image.name}),
+      element("button", {class: "remove", type: "button", "aria-label": `remove image ${index}`,
+        onclick: () => removeScoreImage(index)}, "×"))));
+}
+
+function removeScoreImage(index) {
+  const [removed] = scoring.images.splice(index, 1);
+  if (removed.url.startsWith("blob:") && !state.images.some((image) => image.url === removed.url)) {
+    URL.revokeObjectURL(removed.url);
+  }
+  renderScoreImages();
+  guarded(runScore);
+}
+
+function renderScore() {
+  const result = scoring.result;
+  const holder = $("#score-results"), ranking = $("#score-ranking");
+  holder.replaceChildren();
+  ranking.replaceChildren();
+  if (!result) {
+    holder.append(element("p", {class: "muted"}, "Add at least one image and one prompt."));
+    return;
+  }
+  const byId = Object.fromEntries(scoring.images.map((image) => [image.id, image]));
+  const head = element("tr", {}, element("th", {class: "corner"}),
+    ...result.prompts.map((prompt) => element("th", {class: "score-prompt", title: prompt}, prompt)));
+  const rows = result.images.map((id, row) => element("tr", {},
+    element("th", {class: "image-head"}, element("img", {src: byId[id].url, alt: byId[id].name})),
+    ...result.prompts.map((_, column) => {
+      const extra = [element("span", {class: "score-100", "data-value": result.clip_score_100[row][column]},
+        result.clip_score_100[row][column].toFixed(1))];
+      if (result.ref_clip_score) {
+        extra.push(element("span", {class: "score-ref", "data-value": result.ref_clip_score[row][column]},
+          `Ref ${result.ref_clip_score[row][column].toFixed(2)}`));
+      }
+      return element("td", {class: "score-cell", "data-image": row, "data-prompt": column,
+        "data-value": result.clip_score[row][column], title: `cosine ${formatScore(result.cosine[row][column])}`},
+        element("span", {class: "score-main"}, result.clip_score[row][column].toFixed(2)), ...extra);
+    })));
+  holder.append(element("table", {class: "score-table", id: "score-table"}, element("thead", {}, head),
+    element("tbody", {}, ...rows)));
+  ranking.append(...result.prompts.map((prompt, column) => element("div", {class: "ranking", "data-prompt": column},
+    element("h3", {}, prompt),
+    element("ol", {}, ...result.ranking[column].map((hit, rank) =>
+      element("li", {"data-rank": rank, "data-image": hit.image, "data-value": hit.clip_score},
+        element("img", {src: byId[hit.image].url, alt: byId[hit.image].name}),
+        element("span", {}, hit.clip_score.toFixed(2))))))));
+}
+
+async function runScore() {
+  const prompts = lines($("#score-prompts").value), references = lines($("#score-references").value);
+  scoring.result = null;
+  if (scoring.images.length && prompts.length) {
+    const request = {images: scoring.images.map((image) => image.id), prompts};
+    if (references.length) request.references = references;
+    scoring.result = await postJson("/api/score", request);
+  }
+  renderScore();
+}
+
+async function addScoreFiles(files) {
+  let failure = null; // a bad file is reported, the good ones are still scored
+  for (const file of files) {
+    try {
+      scoring.images.push(await uploadImage(file));
+    } catch (error) {
+      failure = error;
+    }
+  }
+  renderScoreImages();
+  await runScore();
+  if (failure) throw failure;
+}
+
+function setupScore() {
+  $("#score-upload").addEventListener("change", (event) => {
+    const files = [...event.target.files];
+    event.target.value = "";
+    guarded(() => addScoreFiles(files));
+  });
+  const drop = $("#score-drop");
+  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    guarded(() => addScoreFiles([...event.dataTransfer.files].filter((file) => file.type.startsWith("image/"))));
+  });
+  $("#score-clear").addEventListener("click", () => { scoring.images = []; renderScoreImages(); guarded(runScore); });
+  $("#score-run").addEventListener("click", () => guarded(runScore));
+}
+
+async function scoreDemo() {
+  // the Score view starts with the demo's images and its first three prompts
+  scoring.images = state.images.map((image) => ({...image}));
+  $("#score-prompts").value = state.prompts.slice(0, 3).join("\n");
+  renderScoreImages();
+  await runScore();
+}
+
 // --- start -----------------------------------------------------------------------------------
 
 function setupTabs() {
@@ -354,8 +463,10 @@ async function start() {
     `model ${info.model} · logit scale ${info.logit_scale.toFixed(2)} (temperature ${info.temperature.toFixed(4)})`;
   setupZeroshot();
   setupSearch();
+  setupScore();
   await loadDemo();
   state.zeroshotImage = state.images[0];
+  await scoreDemo();
   $("#zs-preview").src = state.zeroshotImage.url;
   document.body.dataset.ready = "true";
 }

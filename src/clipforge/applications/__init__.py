@@ -1,0 +1,1 @@
+"""What CLIP powers: scores and reranking, guidance, image generation and localization."""
