@@ -1,8 +1,8 @@
 """Guided generation judged by a model that did not guide it (docs/applications.md).
 
     python bench/generation_judge.py [--guide runs/default/model] [--judge runs/judge/model]
-        [--parameterization pixels|shapes] [--steps 60] [--size 64] [--cutouts 32] [--seed 0]
-        [--prompts FILE] [--sheet docs/images/generation-judge.png]
+        [--parameterization shapes|pixels] [--steps 60] [--size 64] [--cutouts 32] [--resolution 16]
+        [--seed 0] [--prompts FILE] [--sheet docs/images/generation-judge.png]
 
 One image per prompt is generated with `clipforge.applications.generate` under the guide's guidance
 (the 20 built-in prompts are emoji and icon concepts of the default model's training corpus, chosen
@@ -59,7 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--guide", default=str(ROOT / "runs/default/model"))
     parser.add_argument("--judge", default=str(ROOT / "runs/judge/model"))
-    parser.add_argument("--parameterization", default="pixels", choices=["pixels", "shapes"])
+    parser.add_argument("--parameterization", default="shapes", choices=["shapes", "pixels"])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--resolution", type=int, default=16, help="pixels: the grid's side (the size: a free image)")

@@ -55,3 +55,11 @@ def colour_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from colour_model import train_colour_model
 
     return train_colour_model(tmp_path_factory.mktemp("colour-model"))
+
+
+@pytest.fixture(scope="session")
+def colour_parts(colour_model: Path) -> tuple:
+    """(model, preprocess) of the colour model, loaded once."""
+    import clipforge
+
+    return clipforge.load(colour_model)

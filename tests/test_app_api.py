@@ -10,6 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from app_fixtures import LIMITS, client, png  # noqa: F401 (client: a fixture)
+from colour_model import COLOURS, colour_image
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -17,35 +19,16 @@ import clipforge
 from clipforge.app.commands import model_source
 from clipforge.app.demo import demo_set
 from clipforge.app.server import create_app
-from clipforge.app.uploads import UploadLimits
 from clipforge.cli import build_parser
 from clipforge.evaluation.templates import load_templates
 from clipforge.evaluation.zeroshot import ZeroShotClassifier
 from clipforge.search import ImageIndex, IndexModelMismatch, Searcher, build_index
-from colour_model import COLOURS, colour_image
 
-LIMITS = UploadLimits(max_bytes=200_000, max_pixels=1_000_000)
 MAIN_MODEL = Path(__file__).resolve().parents[1] / "runs" / "default" / "model"
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def upload(client: TestClient, data: bytes, route: str = "/api/images", **fields):
     return client.post(route, files={"file": ("image.png", data, "image/png")}, data=fields)
-
-
-@pytest.fixture(scope="module")
-def colour_parts(colour_model):
-    return clipforge.load(colour_model)
-
-
-@pytest.fixture(scope="module")
-def client(colour_parts):
-    return TestClient(create_app(*colour_parts, model_name="colour", limits=LIMITS))
 
 
 @pytest.fixture(scope="module")

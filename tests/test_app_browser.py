@@ -5,20 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
+from browser_helpers import ARTIFACTS, CHROMIUM, api, chromium, open_page
+from colour_model import COLOURS, colour_image
 
 import clipforge
 from clipforge.app.background import serve_in_background
 from clipforge.app.server import create_app
 from clipforge.search import ImageIndex, build_index
-from colour_model import COLOURS, colour_image
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).parent / "artifacts"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (.ci/run installs it with apt-get)")
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -43,26 +40,15 @@ def server(colour_model, colour_files, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
 def page(browser, server):
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.goto(server)
-    page.wait_for_selector("body[data-ready='true']", timeout=30_000)
+    page = open_page(browser, server)
     yield page
     page.close()
-
-
-def api(server: str, path: str, **options) -> dict:
-    response = httpx.request("POST" if options else "GET", server + path, timeout=30, **options)
-    response.raise_for_status()
-    return response.json()
 
 
 def demo_matrix(server: str) -> dict:

@@ -3,37 +3,14 @@ the same numbers as the library's scores and reranking."""
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
-from fastapi.testclient import TestClient
-from PIL import Image
-
-import clipforge
-from clipforge.app.server import create_app
-from clipforge.app.uploads import UploadLimits
-from clipforge.applications.scores import encode_prompts, ref_clip_score
+from app_fixtures import LIMITS, client, png  # noqa: F401 (client: a fixture)
 from colour_model import COLOURS, colour_image
 
-LIMITS = UploadLimits(max_bytes=200_000, max_pixels=1_000_000)
+from clipforge.applications.scores import encode_prompts, ref_clip_score
+
 PROMPTS = [f"a {colour} square" for colour in COLOURS]
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def colour_parts(colour_model):
-    return clipforge.load(colour_model)
-
-
-@pytest.fixture(scope="module")
-def client(colour_parts):
-    return TestClient(create_app(*colour_parts, model_name="colour", limits=LIMITS))
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ import pytest
 from clipforge.core.extras import MissingExtraError, extra_imports, require
 
 ROOT = Path(__file__).parents[1]
-EXTRA_PACKAGES = ("cairosvg", "emoji", "faiss", "fastapi", "starlette", "uvicorn", "sklearn", "matplotlib")
+EXTRA_PACKAGES = ("cairosvg", "emoji", "faiss", "fastapi", "starlette", "uvicorn", "sklearn", "matplotlib", "onnx",
+                  "onnxscript", "onnxruntime")
 
 WITHOUT_EXTRAS = f"""
 import sys
@@ -119,6 +120,7 @@ def test_help_runs_as_a_program_without_extras():
     (["dedup"], "search"),
     (["data", "prepare"], "data"),
     (["eval", "--model", "ViT-B/32", "--dataset", "shapes"], "eval"),
+    (["export", "tiny-vit", "--onnx", "exported"], "onnx"),
 ])
 def test_a_command_without_its_extra_names_the_pip_install(argv, extra, tmp_path):
     result = run_command_without_extras(*argv, cwd=tmp_path)

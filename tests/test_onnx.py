@@ -14,13 +14,13 @@ import torch
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from clipforge.checkpoints.native import save_model  # noqa: E402
-from clipforge.checkpoints.onnx_export import export_onnx  # noqa: E402
-from clipforge.checkpoints.onnx_runtime import OnnxCLIP, OnnxModelError, load_onnx  # noqa: E402
-from clipforge.cli import main  # noqa: E402
-from clipforge.core.extras import MissingExtraError  # noqa: E402
-from clipforge.images import ImageTransform  # noqa: E402
-from clipforge.models import create_model  # noqa: E402
+from clipforge.checkpoints.native import save_model
+from clipforge.checkpoints.onnx_export import export_onnx
+from clipforge.checkpoints.onnx_runtime import OnnxCLIP, OnnxModelError, load_onnx
+from clipforge.cli import main
+from clipforge.core.extras import MissingExtraError
+from clipforge.images import ImageTransform
+from clipforge.models import create_model
 
 NGRAM_MODEL = {"embed_dim": 32, "activation": "gelu", "vision": {"image_size": 32, "channels": [8, 16, 32]},
                "text": {"kind": "ngram_bag", "tokenizer": "ngram", "context_length": 64, "vocab_size": 1024,
@@ -199,3 +199,10 @@ def test_classify_with_the_onnx_runtime_refuses_a_model_that_is_not_an_export(tm
     assert main(argv) == 1
     error = capsys.readouterr().err
     assert error.startswith("clipforge classify: ") and "clipforge_onnx.json" in error
+
+
+def test_without_onnxscript_export_names_the_extra_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'clipforge\[onnx\]'"):
+        export_onnx(create_model(NGRAM_MODEL), None, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []

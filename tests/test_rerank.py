@@ -8,15 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-import clipforge
 from clipforge.applications.rerank import rank_by_prompt, rerank_files, rerank_images
 from clipforge.cli import main
 from colour_model import COLOURS, colour_image
-
-
-@pytest.fixture(scope="module")
-def colour_parts(colour_model):
-    return clipforge.load(colour_model)
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,6 @@ PROMPTS = [f"a {colour} square" for colour in COLOURS]
 
 
 @pytest.fixture(scope="module")
-def colour_parts(colour_model):
-    return clipforge.load(colour_model)
-
-
-@pytest.fixture(scope="module")
 def colour_files(tmp_path_factory):
     """One square per colour, in COLOURS order, at sizes other than the model's 32 px."""
     folder = tmp_path_factory.mktemp("squares")

@@ -22,7 +22,8 @@ _EXPORTED_FROM = {
     "text": ("Tokenizer", "tokenize"),
 }
 _SOURCE = {name: package for package, names in _EXPORTED_FROM.items() for name in names}
-_SUBPACKAGES = ("app", "checkpoints", "core", "data", "evaluation", "images", "models", "search", "text", "training")
+_SUBPACKAGES = ("app", "applications", "checkpoints", "core", "data", "evaluation", "images", "models", "search", "text",
+                "training")
 __all__ = sorted(_SOURCE)
 
 

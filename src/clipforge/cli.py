@@ -16,6 +16,7 @@ from pathlib import Path
 import clipforge
 from clipforge.app.commands import add_serve_command
 from clipforge.applications.commands import add_generation_commands
+from clipforge.applications.locate_commands import add_locate_commands
 from clipforge.core.atomic import removed_on_failure, write_folder_atomically
 from clipforge.core.errors import ClipforgeError
 from clipforge.evaluation.commands import add_evaluation_commands, positive_int
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_command(commands)
     add_search_commands(commands)
     add_generation_commands(commands)
+    add_locate_commands(commands)
     return parser
 
 

@@ -162,3 +162,35 @@ class ScoreResponse(BaseModel):
     ref_clip_score: list[list[float]] | None = Field(
         description="[image][prompt] RefCLIPScore against the references, or null without them")
     ranking: list[list[RankedImage]] = Field(description="[prompt]: the images reranked for it, best first")
+
+
+class MapsRequest(BaseModel):
+    images: list[ImageId] = Field(min_length=1, max_length=MAX_IMAGES, description="ids from /api/images or the demo")
+    prompt: Text = Field(description="what to find; used as it is unless templates are named")
+    template_set: TemplateSetName | None = Field(None, description="embed the prompt as zero-shot does: the "
+                                                                   "ensemble of this set's templates")
+    templates: list[Template] | None = Field(None, min_length=1, max_length=MAX_TEMPLATES,
+                                             description="or the ensemble of these templates")
+
+    @model_validator(mode="after")
+    def at_most_one_template_source(self) -> MapsRequest:
+        if self.template_set is not None and self.templates is not None:
+            raise ValueError("give at most one of template_set and templates")
+        return self
+
+
+class ImageMap(BaseModel):
+    image: str = Field(description="the image id")
+    width: int = Field(description="the uploaded image's width in pixels")
+    height: int
+    peak: list[int] = Field(description="(x, y) of the map's highest value, in the uploaded image's pixels")
+    peak_cosine: float = Field(description="the map's highest cosine similarity")
+    low_cosine: float = Field(description="the map's lowest cosine similarity")
+    overlay: str = Field(description="a PNG data URL: the image with the map in colour over it (dark violet at "
+                                     "low_cosine, yellow at peak_cosine) and the peak marked")
+
+
+class MapsResponse(BaseModel):
+    prompt: str
+    templates: list[str] | None = Field(description="the templates whose ensemble embedded the prompt, or null")
+    maps: list[ImageMap]

@@ -3,6 +3,7 @@ that draws it. Every number the page shows is computed here."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import os
@@ -17,11 +18,13 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 import clipforge
+from clipforge.applications.localization import Locator, render_overlay
 from clipforge.applications.rerank import rank_by_prompt
 from clipforge.applications.scores import hessel_clip_score, ref_clip_score, torchmetrics_clip_score
+from clipforge.evaluation.maps import input_size
 from clipforge.evaluation.templates import load_templates, template_set_names
 from clipforge.evaluation.zeroshot import ZeroShotClassifier
-from clipforge.images import ImageLoadError, ImageTransform
+from clipforge.images import ImageLoadError, ImageTransform, to_rgb
 from clipforge.models import CLIP, similarity
 from clipforge.search import ImageIndex, Searcher
 from clipforge.search import SearchHit as IndexHit
@@ -32,10 +35,13 @@ from .schemas import (MAX_RESULTS, DemoImage, DemoSet, IndexInfo, Info, Limits, 
                       SearchHit, SearchResponse, TemplateSet, TextSearchRequest, UploadedImage, ZeroShotRequest,
                       ZeroShotResponse)
 from .schemas import RankedImage, ScoreRequest, ScoreResponse
+from .schemas import ImageMap, MapsRequest, MapsResponse
 from .uploads import BodySizeLimit, UploadLimits, UploadTooLarge, decode_upload
 
 STATIC = Path(__file__).parent / "static"
 MULTIPART_OVERHEAD = 64 * 1024  # room for the form's boundaries and headers around one image
+MAP_IMAGES = 256  # images kept, at the size their maps are made at, for /api/maps
+OVERLAY_SIDE = 128  # pixels of an overlay's longer side
 UPLOAD_ERRORS = {400: {"description": "not a readable image"},
                  413: {"description": "over the byte or pixel limit (see /api/info)"}}
 
@@ -51,6 +57,9 @@ def create_app(model: CLIP, preprocess: ImageTransform, index: ImageIndex | None
     for number, (image, prompt) in enumerate(demo_set()):
         encoder.add_image(f"demo-{number}", image, pinned=True)
         demo_images.append((_png(image), prompt))
+    locator = Locator(model)
+    map_images: BoundedCache[tuple[tuple[int, int], Image.Image]] = BoundedCache(MAP_IMAGES)
+    pinned_map_images = {f"demo-{number}": _map_input(locator, image) for number, (image, _) in enumerate(demo_set())}
 
     app = FastAPI(title="clipforge", version=clipforge.__version__,
                   description="CLIP similarity matrix, zero-shot classification and image search over one model.")
@@ -120,6 +129,8 @@ def create_app(model: CLIP, preprocess: ImageTransform, index: ImageIndex | None
         image_id = hashlib.sha256(data).hexdigest()[:32]
         if not encoder.has_image(image_id):
             encoder.add_image(image_id, image)
+        if map_images.get(image_id) is None:
+            map_images.put(image_id, _map_input(locator, image))
         return UploadedImage(id=image_id, width=image.width, height=image.height)
 
     @app.post("/api/matrix", responses={404: {"description": "an unknown image id"}})
@@ -162,6 +173,33 @@ def create_app(model: CLIP, preprocess: ImageTransform, index: ImageIndex | None
                              clip_score_100=torchmetrics_clip_score(cosine).tolist(), ref_clip_score=refs,
                              ranking=ranking)
 
+    @app.post("/api/maps", responses={404: {"description": "an unknown image id"}})
+    def maps(request: MapsRequest) -> MapsResponse:
+        """Where the prompt is in each image: its similarity map (the image tower's dense features, as
+        `clipforge locate` makes them), the peak, and the image with the map over it."""
+        templates = request.templates or (load_templates(request.template_set) if request.template_set else None)
+        if templates is None:
+            text = encoder.prompt_features([request.prompt])
+        else:
+            text = classifiers.get_or_create(
+                ((request.prompt,), tuple(templates)),
+                lambda: encoder.run(ZeroShotClassifier, model, [request.prompt], templates)).class_embeddings
+        found = []
+        for image_id in request.images:
+            entry = pinned_map_images.get(image_id) or map_images.get(image_id)
+            if entry is None:
+                raise HTTPException(404, f"unknown image id {image_id!r}: upload the image again "
+                                         "(the server keeps only recent uploads)")
+            (width, height), image = entry
+            [where] = encoder.run(locator.locate, image, [request.prompt], image_id, False, text)
+            overlay = base64.b64encode(_png(render_overlay(image, where, side=OVERLAY_SIDE))).decode("ascii")
+            found.append(ImageMap(image=image_id, width=width, height=height,
+                                  peak=[min(width - 1, int((where.peak[0] + 0.5) * width / image.width)),
+                                        min(height - 1, int((where.peak[1] + 0.5) * height / image.height))],
+                                  peak_cosine=float(where.map.max()), low_cosine=float(where.map.min()),
+                                  overlay=f"data:image/png;base64,{overlay}"))
+        return MapsResponse(prompt=request.prompt, templates=templates, maps=found)
+
     @app.post("/api/search/text", responses={404: {"description": "no index is served"}})
     def search_text(request: TextSearchRequest) -> SearchResponse:
         searching = require_searcher()
@@ -195,6 +233,12 @@ def create_app(model: CLIP, preprocess: ImageTransform, index: ImageIndex | None
         return FileResponse(candidate)
 
     return app
+
+
+def _map_input(locator: Locator, image: Image.Image) -> tuple[tuple[int, int], Image.Image]:
+    """(the image's size, the image shrunk to the size its maps are made at): all a map needs."""
+    width, height = input_size(locator.model, image.width, image.height, locator.short_side)
+    return image.size, to_rgb(image).resize((width, height), Image.Resampling.BICUBIC)
 
 
 def _png(image: Image.Image) -> bytes:

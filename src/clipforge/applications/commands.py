@@ -64,8 +64,8 @@ def add_generation_commands(commands: argparse._SubParsersAction) -> None:
     generate.add_argument("prompts", nargs="+", metavar="PROMPT",
                           help='"text" or "text:weight"; several are mixed by weight, negative ones push away')
     generate.add_argument("-o", "--output", required=True, type=Path, help="the image file to write (.png)")
-    generate.add_argument("--parameterization", choices=["pixels", "shapes"], default="pixels",
-                          help="pixels: a 16x16 grid upsampled; shapes: soft ellipses on white")
+    generate.add_argument("--parameterization", choices=["shapes", "pixels"], default="shapes",
+                          help="shapes: 24 soft ellipses on white; pixels: a 16x16 grid upsampled")
     generate.add_argument("--size", type=positive_int, default=64, help="side of the image in pixels")
     generate.add_argument("--steps", type=non_negative_int, default=60, help="optimiser steps")
     generate.add_argument("--lr", type=float, help="Adam's learning rate (default: the parameterisation's)")

@@ -102,7 +102,7 @@ class Generation:
 
 
 def generate(model: CLIP, prompts: Sequence[str | WeightedPrompt | tuple[str, float]] | str, *, size: int = 64,
-             steps: int = 60, parameterization: str | nn.Module = "pixels", lr: float | None = None,
+             steps: int = 60, parameterization: str | nn.Module = "shapes", lr: float | None = None,
              cutout_count: int = 32, cutouts: Cutouts | None = None, loss: LossName = "spherical", seed: int = 0,
              frames: int = 0, progress: bool = False) -> Generation:
     """Optimise a `parameterization` image of side `size` for `steps` Adam steps on the guidance loss

@@ -32,7 +32,7 @@ TEXT_ENCODER = "text_encoder.onnx"
 METADATA = "clipforge_onnx.json"
 FORMAT = "clipforge-onnx"
 FORMAT_VERSION = 1
-OPSET = 18  # the exporter's own default opset in torch 2.13; ONNX Runtime 1.17+ runs it
+OPSET = 18  # torch 2.13's exporter defaults to 20; 18 runs on older ONNX Runtimes (1.14+) and suffices here
 SINGLE_FILE_LIMIT = 1 << 30  # bytes of weights above which a graph keeps them in a .data file beside it (protobuf caps a file at 2 GiB)
 
 
@@ -93,6 +93,7 @@ def onnx_metadata(model: CLIP, preprocess: ImageTransform) -> dict[str, Any]:
 
 def _export_graph(module: nn.Module, example: torch.Tensor, path: Path, input_name: str,
                   dynamic: dict[int, Any]) -> None:
+    """One graph with its named dynamic axes; weights over `SINGLE_FILE_LIMIT` go to a .data file beside it."""
     weight_bytes = sum(parameter.numel() * parameter.element_size() for parameter in module.parameters())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecations, not the user's to fix

@@ -101,7 +101,8 @@ def compose_scene(glyphs: Sequence[tuple[Image.Image, str]], rng: np.random.Gene
         by_name.setdefault(name, []).append(glyph)
     kind = str(backgrounds[int(rng.integers(len(backgrounds)))])
     image = background(kind, canvas, rng)
-    chosen = [names[i] for i in rng.choice(len(names), size=int(rng.integers(objects[0], objects[1] + 1)), replace=False)]
+    count = int(rng.integers(objects[0], objects[1] + 1))
+    chosen = [names[i] for i in rng.choice(len(names), size=count, replace=False)]
     placed: list[SceneObject] = []
     for name in chosen:
         options = by_name[name]

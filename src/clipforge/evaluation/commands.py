@@ -66,7 +66,8 @@ def add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
                           help=f"a prepared evaluation set ({', '.join(task_table())}), {SHAPES} (the probes), or "
                                "a table, image folder or shards path; repeatable")
     evaluate.add_argument("--task", action="append", choices=TASKS,
-                          help="repeatable (default: every task each dataset has; shapes always runs its probes)")
+                          help="repeatable (default: every task each dataset has, except localization, which "
+                               "runs only when named; shapes always runs its probes)")
     evaluate.add_argument("--output", type=Path, default=Path("runs/eval"),
                           help="folder for results.json, report.md and figures; a rerun into it keeps the figures "
                                "that are still current")

@@ -15,7 +15,8 @@ from typing import Any
 from .templates import DEFAULT_TEMPLATE_SET
 
 SHAPES = "shapes"
-TASKS = ("zeroshot", "retrieval", "linear-probe")
+TASKS = ("zeroshot", "retrieval", "linear-probe", "localization")
+ON_REQUEST = ("localization",)  # minutes of CPU: run only when --task names them, never by default or in training
 PROBES = "probes"  # the only task of `shapes`
 
 
@@ -45,10 +46,11 @@ class EvalDataset:
         always runs its probes."""
         if requested is None or self.name == SHAPES:
             return self.supported_tasks
-        chosen = [task for task in self.supported_tasks if task in requested]
+        requestable = self.supported_tasks + [task for task in ON_REQUEST if task in self.tasks]
+        chosen = [task for task in requestable if task in requested]
         if not chosen:
             raise ValueError(f"{self.name} has none of the tasks {', '.join(requested)}; it has "
-                             f"{', '.join(self.supported_tasks)}" + ("" if "zeroshot" in self.tasks else
+                             f"{', '.join(requestable)}" + ("" if "zeroshot" in self.tasks else
                                                                       " (labels come from --label-key)"))
         return chosen
 

@@ -22,12 +22,12 @@ from ..data.scenes import Scene, SceneObject, compose_scenes, cut_out
 from ..images import ImageTransform
 from ..models import CLIP
 from .features import read_samples
-from .maps import METHODS, Box, boxes_from_map, peak, prepare_image, similarity_maps
+from .maps import BOX_THRESHOLDS, METHODS, Box, boxes_from_maps, peak, prepare_image, similarity_maps
 from .templates import load_templates
 from .zeroshot import ZeroShotClassifier
 
 DEFAULT_SPEC = {"label": "name", "templates": "emoji", "vocabulary": 40, "scenes": 300, "canvas": 128,
-                "objects": [2, 4], "sizes": [0.22, 0.45], "box_threshold": 0.5}
+                "objects": [2, 4], "sizes": [0.22, 0.45]}
 CHANCE_DRAWS = 20  # random-box detectors averaged for the AP chance level
 IOU = 0.5
 
@@ -118,8 +118,9 @@ def chance_figures(scenes: Sequence[Scene], vocabulary: Sequence[str], canvas: i
 def localization_figures(model: CLIP, source: Any, spec: dict[str, Any] | None = None, seed: int = 0,
                          limit: int | None = None) -> dict[str, Any]:
     """Run the benchmark on the glyphs of `source` (labelled by the metadata field `spec["label"]`):
-    `spec` as DEFAULT_SPEC (the vocabulary size, scene count and canvas, the prompts' templates, the
-    box threshold, and optionally the maps' `short_side`); `limit` reads only the first entries."""
+    `spec` as DEFAULT_SPEC (the vocabulary size, scene count and canvas, the prompts' templates; and
+    optionally the maps' `short_side` and a `box_threshold` for both methods instead of each one's
+    `BOX_THRESHOLDS`); `limit` reads only the first entries."""
     spec = {**DEFAULT_SPEC, **(spec or {})}
     glyph_images, skips = read_glyphs(source, spec["label"], limit)
     cut: dict[str, Any] = {}
@@ -151,6 +152,7 @@ def localization_figures(model: CLIP, source: Any, spec: dict[str, Any] | None =
     }
     textured = torch.tensor([scene.background != "plain" for scene in scenes])
     for method in METHODS:
+        threshold = spec.get("box_threshold") or BOX_THRESHOLDS[method]
         points: list[bool] = []
         owners: list[int] = []
         detections: dict[str, list[tuple[int, Box]]] = {}
@@ -160,14 +162,14 @@ def localization_figures(model: CLIP, source: Any, spec: dict[str, Any] | None =
             for item in scene.objects:
                 points.append(inside(peak(scene_maps[index[item.name]]), item))
                 owners.append(number)
-            for name, value_map in zip(vocabulary, scene_maps):
-                detections.setdefault(name, []).extend(
-                    (number, box) for box in boxes_from_map(value_map, spec["box_threshold"]))
+            for name, boxes in zip(vocabulary, boxes_from_maps(scene_maps, threshold)):
+                detections.setdefault(name, []).extend((number, box) for box in boxes)
         hit, on_texture = torch.tensor(points), textured[torch.tensor(owners)]
         figures[method] = {
             "pointing_game": 100.0 * float(hit.float().mean()),
             "pointing_game_plain": 100.0 * float(hit[~on_texture].float().mean()) if (~on_texture).any() else None,
             "pointing_game_textured": 100.0 * float(hit[on_texture].float().mean()) if on_texture.any() else None,
             "box_AP@0.5": mean_average_precision(detections, scenes),
+            "box_threshold": threshold,
         }
     return figures

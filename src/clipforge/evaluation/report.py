@@ -41,9 +41,11 @@ def write_report(results: dict[str, Any], output_dir: str | os.PathLike) -> Path
 
 def _dataset_section(dataset: str, per_model: dict[str, dict[str, Any]], output: Path) -> list[str]:
     first = next(iter(per_model.values()))
-    skipped = first["skipped"]["total"]
-    reasons = ", ".join(f"{reason} {entry['count']}" for reason, entry in first["skipped"]["reasons"].items())
-    lines = [f"{first['samples']:,} images read, {skipped:,} skipped" + (f" ({reasons})." if skipped else ".")]
+    lines = []
+    if "samples" in first:  # not when localization, which reads the set itself, is the only task
+        skipped = first["skipped"]["total"]
+        reasons = ", ".join(f"{reason} {entry['count']}" for reason, entry in first["skipped"]["reasons"].items())
+        lines.append(f"{first['samples']:,} images read, {skipped:,} skipped" + (f" ({reasons})." if skipped else "."))
     if "zeroshot" in first:
         lines += _zeroshot_section(dataset, {model: figures["zeroshot"] for model, figures in per_model.items()},
                                    output)
@@ -52,7 +54,39 @@ def _dataset_section(dataset: str, per_model: dict[str, dict[str, Any]], output:
                                                for model, figures in per_model.items()})
     if "linear_probe" in first:
         lines += _linear_probe_section({model: figures["linear_probe"] for model, figures in per_model.items()})
+    if "localization" in first:
+        lines += _localization_section({model: figures["localization"] for model, figures in per_model.items()})
     return lines
+
+
+def _localization_section(per_model: dict[str, dict[str, Any]]) -> list[str]:
+    first = next(iter(per_model.values()))
+    chance = first["chance"]
+    lines = ["", f"### Localization: {first['scenes']:,} composite scenes, {first['objects']:,} objects, "
+                 f"{len(first['vocabulary'])} names", "",
+             f"Two to four of the set's glyphs pasted at random sizes and places on plain or textured "
+             f"{first['canvas']} px canvases (`clipforge.data.scenes`); every name of the vocabulary (through the "
+             f"`{first['templates']}` template ensemble) is mapped on every scene. Pointing game: the map's peak "
+             "lies inside the named object's box. Box AP@0.5: PASCAL VOC's, one class per name. Dense: the image "
+             "tower's own locations (MaskCLIP); crops: sliding windows embedded whole (the baseline); boxes "
+             f"around the regions above {first['dense']['box_threshold']:g} (dense) and "
+             f"{first['crops']['box_threshold']:g} (crops) of the way from a map's median to its peak. Chance: a "
+             "random point; random boxes of the glyphs' sizes.", ""]
+    rows = []
+    for method, label in (("dense", "dense maps"), ("crops", "crops (baseline)")):
+        rows.append((f"pointing game, {label}", _number(chance["pointing_game"]),
+                     [_number(figures[method]["pointing_game"]) for figures in per_model.values()]))
+        rows.append((f"pointing game, {label}: plain / textured backgrounds", "",
+                     [" / ".join("–" if figures[method][key] is None else _number(figures[method][key])
+                                 for key in ("pointing_game_plain", "pointing_game_textured"))
+                      for figures in per_model.values()]))
+    for method, label in (("dense", "dense maps"), ("crops", "crops (baseline)")):
+        rows.append((f"box AP@0.5, {label}", _number(chance["box_AP@0.5"]),
+                     [_number(figures[method]["box_AP@0.5"]) for figures in per_model.values()]))
+    rows.append((f"zero-shot top-1 of the {len(first['vocabulary'])} names on their glyphs alone",
+                 _number(100 / len(first["vocabulary"])), _each(per_model, "isolated_top1")))
+    return lines + _table(["", "chance", *map(_code, per_model)],
+                          [(label, [chance_value, *values]) for label, chance_value, values in rows])
 
 
 def _zeroshot_section(dataset: str, per_model: dict[str, dict[str, Any]], output: Path) -> list[str]:

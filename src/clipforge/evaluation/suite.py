@@ -19,6 +19,7 @@ from ..models import CLIP
 from .cache import ClassEmbeddingCache
 from .datasets import PROBES, EvalDataset
 from .features import EncodedSet, encode_source, encode_texts
+from .localization import localization_figures
 from .metrics import classification_metrics, confusion_matrix
 from .probes import shapes_probe_metrics
 from .retrieval import retrieval_metrics, subset_retrieval_metrics
@@ -27,7 +28,8 @@ from .zeroshot import ZeroShotClassifier
 
 BARE_NAME, PHOTO_PROMPT = "{}", "a photo of a {}."  # the paper's baselines for its prompt-engineering table
 RETRIEVAL_PROTOCOLS = ("one_caption", "all_captions")
-HEADLINE_SUFFIXES = ("R@1", "R@5", "R@10", "top1", "top5", "test_accuracy")
+HEADLINE_SUFFIXES = ("R@1", "R@5", "R@10", "top1", "top5", "test_accuracy", "pointing_game", "box_AP@0.5")
+LOCALIZATION_HEADLINE = ("pointing_game", "box_AP@0.5")
 
 
 @dataclass
@@ -73,8 +75,14 @@ def evaluate_dataset(model: CLIP, transform: ImageTransform, dataset: EvalDatase
         if PROBES in tasks:
             return {PROBES: shapes_probe_metrics(model, transform, options.probe_count, options.pair_variants,
                                                  options.seed)}
+        figures: dict[str, Any] = {}
+        if "localization" in tasks:  # scenes composed from the set's glyphs: it reads the set itself
+            figures["localization"] = localization_figures(model, dataset.source, dataset.tasks["localization"],
+                                                           options.seed, options.limit)
+            if set(tasks) == {"localization"}:
+                return figures
         encoded = encode_source(model, transform, dataset.source, options.limit, batch_size)
-        figures: dict[str, Any] = {"samples": len(encoded), "skipped": encoded.skips.as_dict()}
+        figures.update({"samples": len(encoded), "skipped": encoded.skips.as_dict()})
         split_by = dataset.tasks.get("split_by")
         if "zeroshot" in tasks:
             figures["zeroshot"] = zeroshot_figures(model, encoded, dataset.tasks["zeroshot"], split_by, cache)
@@ -154,6 +162,9 @@ def headline_metrics(dataset: str, figures: dict[str, Any]) -> dict[str, float]:
                     if key.endswith("accuracy")})
     metrics.update({f"{prefix}_{key}": value for key, value in figures.get(PROBES, {}).items()
                     if key.endswith(("win_rate", "top1"))})
+    localization = figures.get("localization", {})
+    metrics.update({f"{prefix}_localization_{method}_{key}": value for method in ("dense", "crops", "chance")
+                    for key, value in localization.get(method, {}).items() if key in LOCALIZATION_HEADLINE})
     return metrics
 
 

@@ -20,7 +20,7 @@ def index_build_command(args: argparse.Namespace) -> None:
     from clipforge.search import build_index
 
     report = build_index(args.folders, _index_path(args), args.model, **_build_options(args))
-    if not report.indexed:
+    if not report.indexed and int(os.environ.get("RANK", "0")) == 0:  # rank 0's report covers every rank
         skipped = f" ({report.skipped} unreadable file{'s' * (report.skipped != 1)} skipped)" * bool(report.skipped)
         raise ValueError(f"found no images to index under {', '.join(map(str, args.folders))}{skipped}: name "
                          f"folders that hold images ({', '.join(IMAGE_EXTENSIONS)}); subfolders are searched too")

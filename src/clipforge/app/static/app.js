@@ -69,6 +69,7 @@ async function guarded(action) {
 
 async function refreshMatrix() {
   state.matrix = null;
+  clearMaps(); // the images or prompts changed: a map shown may no longer be the prompt's
   if (state.images.length && state.prompts.length) {
     state.matrix = await postJson("/api/matrix", {images: state.images.map((image) => image.id), prompts: state.prompts});
   }
@@ -102,15 +103,18 @@ function renderMatrix() {
     const remove = element("button", {class: "remove", title: "remove this image", "aria-label": `remove image ${column}`,
       onclick: (event) => { event.stopPropagation(); removeImage(column); }}, "×");
     head.append(element("th", {class: "image-head", "data-image": column, title: image.name,
-      onclick: () => select({kind: "image", image: column})}, element("img", {src: image.url, alt: image.name}), remove));
+      onclick: () => select({kind: "image", image: column})},
+      element("img", {src: mapView.overlays[image.id] || image.url, alt: image.name}), remove));
   });
   table.append(element("thead", {}, head));
   const body = element("tbody");
   state.prompts.forEach((prompt, row) => {
     const remove = element("button", {class: "remove", title: "remove this prompt", "aria-label": `remove prompt ${row}`,
       onclick: (event) => { event.stopPropagation(); removePrompt(row); }}, "×");
-    const line = element("tr", {}, element("th", {class: "prompt-head", "data-prompt": row,
-      onclick: () => select({kind: "prompt", prompt: row})}, element("span", {}, prompt), remove));
+    const line = element("tr", {}, element("th", {class: mapView.prompt === row ? "prompt-head mapped" : "prompt-head",
+      "data-prompt": row, title: "click to see where this prompt is in each image",
+      onclick: () => { select({kind: "prompt", prompt: row}); guarded(() => toggleMaps(row)); }},
+      element("span", {}, prompt), remove));
     state.images.forEach((_, column) => {
       const value = cosine[column][row];
       const colours = heat(value, low, high);
@@ -218,6 +222,42 @@ async function loadDemo() {
   await refreshMatrix();
 }
 
+// --- similarity maps: where a prompt is in each image ----------------------------------------
+
+const mapView = {prompt: null, overlays: {}}; // the matrix's mapped prompt row; image id -> overlay (PNG data URL)
+
+function clearMaps() {
+  mapView.prompt = null;
+  mapView.overlays = {};
+}
+
+async function toggleMaps(row) {
+  // a prompt's first click lays its map over every image of the matrix, the second takes it off
+  if (mapView.prompt === row) {
+    clearMaps();
+  } else {
+    const result = await postJson("/api/maps", {images: state.images.map((image) => image.id), prompt: state.prompts[row]});
+    mapView.prompt = row;
+    mapView.overlays = Object.fromEntries(result.maps.map((map) => [map.image, map.overlay]));
+  }
+  renderMatrix();
+}
+
+async function showPlaygroundMap(label, row) {
+  // the label embedded as the classification embeds it: the same templates, all or the first
+  const request = zeroshotRequest();
+  const body = {images: [request.image], prompt: label};
+  const set = state.templateSets.find((candidate) => candidate.name === request.template_set);
+  const templates = request.templates || (set ? set.templates : null);
+  if (request.mode === "single" && templates) body.templates = templates.slice(0, 1);
+  else if (request.templates) body.templates = request.templates;
+  else body.template_set = request.template_set;
+  const result = await postJson("/api/maps", body);
+  $("#zs-preview").src = result.maps[0].overlay;
+  $("#zs-preview").alt = `where "${label}" is in the image`;
+  document.querySelectorAll("#zs-bars .bar-row").forEach((node) => node.classList.toggle("mapped", node === row));
+}
+
 // --- the zero-shot playground ----------------------------------------------------------------
 
 function zeroshotRequest() {
@@ -240,6 +280,9 @@ async function classify() {
   const bars = probabilityBars(order.map((index) => ({label: result.labels[index], value: result.probabilities[index]})));
   bars.id = "zs-bars";
   $("#zs-bars").replaceWith(bars);
+  $("#zs-preview").src = state.zeroshotImage.url;
+  bars.querySelectorAll(".bar-row").forEach((row, position) => row.addEventListener("click",
+    () => guarded(() => showPlaygroundMap(result.labels[order[position]], row))));
   const used = result.templates.length === 1 ? `prompt: ${result.templates[0]}` : `ensemble of ${result.templates.length} templates`;
   $("#zs-used").textContent = `${used}; softmax of ${result.logit_scale.toFixed(2)} × cosine`;
 }
@@ -345,7 +388,7 @@ function renderScore() {
   const head = element("tr", {}, element("th", {class: "corner"}),
     ...result.prompts.map((prompt) => element("th", {class: "score-prompt", title: prompt}, prompt)));
   const rows = result.images.map((id, row) => element("tr", {},
-    element("th", {class: "image-head"}, element("img", {src: byId[id].url, alt: byId[id].name})),
+    element("th", {class: "score-image-head"}, element("img", {src: byId[id].url, alt: byId[id].name})),
     ...result.prompts.map((_, column) => {
       const extra = [element("span", {class: "score-100", "data-value": result.clip_score_100[row][column]},
         result.clip_score_100[row][column].toFixed(1))];
@@ -378,15 +421,21 @@ async function runScore() {
   renderScore();
 }
 
-async function addScoreFiles(files) {
-  let failure = null; // a bad file is reported, the good ones are still scored
+// Uploads each file onto `images`; a bad file is returned to be reported, the good ones are still kept.
+async function uploadEach(files, images) {
+  let failure = null;
   for (const file of files) {
     try {
-      scoring.images.push(await uploadImage(file));
+      images.push(await uploadImage(file));
     } catch (error) {
       failure = error;
     }
   }
+  return failure;
+}
+
+async function addScoreFiles(files) {
+  const failure = await uploadEach(files, scoring.images);
   renderScoreImages();
   await runScore();
   if (failure) throw failure;
@@ -431,14 +480,7 @@ function setupMatrix() {
   $("#matrix-upload").addEventListener("change", (event) => guarded(async () => {
     const files = [...event.target.files];
     event.target.value = ""; // so that choosing the same file again is a change
-    let failure = null; // a bad file is reported, the good ones are still added
-    for (const file of files) {
-      try {
-        state.images.push(await uploadImage(file));
-      } catch (error) {
-        failure = error;
-      }
-    }
+    const failure = await uploadEach(files, state.images);
     await refreshMatrix();
     if (failure) throw failure;
   }));
