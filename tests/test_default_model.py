@@ -183,3 +183,11 @@ def test_serve_answers_with_the_models_tokenizer(any_model, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_results_name_a_prepared_set_not_this_machines_paths(trained, prepared, tmp_path):
+    assert main(["eval", "--model", str(trained[0]), "--dataset", "openmoji", "--data-dir", str(prepared),
+                 "--output", str(tmp_path / "eval"), "--task", "retrieval"]) == 0
+    results = (tmp_path / "eval" / "results.json").read_text()
+    assert json.loads(results)["datasets"]["openmoji"]["source"] == "builtin:openmoji"
+    assert str(prepared) not in results

@@ -18,16 +18,16 @@ import torch
 from PIL import Image, ImageDraw
 
 import clipforge
-from clipforge.applications.localization import Locator, locate, open_image, overlay_sheet
+from clipforge.applications.localization import Locator, locate, overlay_sheet
 from clipforge.cli import main
-from clipforge.data import ShardWriter
+from clipforge.data import DEFAULT_MAX_PIXELS, ShardWriter
 from clipforge.data.scenes import BACKGROUNDS, compose_scene, compose_scenes, cut_out
 from clipforge.evaluation.datasets import EvalDataset, task_table
 from clipforge.evaluation.localization import average_precision, iou, localization_figures
 from clipforge.evaluation.maps import Box, boxes_from_map, connected_components, crop_windows, input_size, peak
 from clipforge.evaluation.runner import run_evaluation
 from clipforge.evaluation.suite import EvalOptions, format_headline, headline_metrics
-from clipforge.images import ImageLoadError
+from clipforge.images import ImageLoadError, load_image
 from colour_model import COLOURS
 from data_helpers import encode
 from quadrant_models import GREY, PROMPTS, quadrant_of, quadrant_scene, train_quadrant_model
@@ -111,10 +111,10 @@ def huge_png(path: Path, width: int, height: int) -> Path:
 
 def test_huge_and_broken_images_are_refused_with_their_names(tmp_path):
     with pytest.raises(ImageLoadError, match=r"10000x10000 = 100,000,000 pixels, over the limit"):
-        open_image(huge_png(tmp_path / "huge.png", 10000, 10000))
+        load_image(huge_png(tmp_path / "huge.png", 10000, 10000), max_pixels=DEFAULT_MAX_PIXELS)
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(ImageLoadError, match="broken.png"):
-        open_image(tmp_path / "broken.png")
+        load_image(tmp_path / "broken.png", max_pixels=DEFAULT_MAX_PIXELS)
 
 
 # --- maps, regions, boxes and metrics on known answers --------------------------------------------

@@ -10,22 +10,9 @@ import sys
 from pathlib import Path
 
 from ..core.locations import DEFAULT_MODEL_DIR
+from ..evaluation.commands import non_negative_int, positive_int
 
 DEFAULT_MODEL = DEFAULT_MODEL_DIR
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:

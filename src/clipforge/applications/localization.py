@@ -6,7 +6,6 @@ measures (`clipforge eval --task localization`)."""
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +17,9 @@ from PIL import Image, ImageDraw
 from ..data import DEFAULT_MAX_PIXELS
 from ..evaluation.features import encode_texts
 from ..evaluation.maps import BOX_THRESHOLDS, MAX_BOXES, METHODS, Box, boxes_from_maps, peak, prepare_image, similarity_maps
-from ..images import ImageLoadError, load_image, to_rgb
+from ..images import load_image, to_rgb
 from ..models import CLIP
+from .scores import check_prompts
 
 # Viridis at five stops (as the web app's matrix colours cells), for the overlays
 PALETTE = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float32)
@@ -49,32 +49,9 @@ class Localization:
                           for box in self.boxes]}
 
 
-def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """`load_image`, with the pixel count checked from the header first: a huge image is refused with
-    its size before any pixel is decoded. Raises `ImageLoadError` (a ValueError)."""
-    try:
-        with warnings.catch_warnings():  # Pillow's bomb warning: the size is checked here, against max_pixels
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as header:
-                width, height = header.size
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
-        raise ImageLoadError(f"cannot load image {os.fspath(path)!r}: {error}") from error
-    if width * height > max_pixels:
-        raise ImageLoadError(f"image {os.fspath(path)!r} is {width}x{height} = {width * height:,} pixels, over the "
-                             f"limit of {max_pixels:,}: shrink it first")
-    return load_image(path)
-
-
-def check_prompts(prompts: Sequence[str]) -> list[str]:
-    """The prompts, stripped; ValueError when there are none or one is blank."""
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    cleaned = [prompt.strip() for prompt in prompts]
-    if not cleaned:
-        raise ValueError("localization needs at least one prompt (e.g. --prompt \"a red heart\")")
-    if not all(cleaned):
-        raise ValueError("a prompt is empty: every prompt needs some text")
-    return cleaned
+def checked_prompts(prompts: str | Sequence[str]) -> list[str]:
+    """The prompts, stripped; ValueError when there are none or one is blank (`check_prompts`)."""
+    return [prompt.strip() for prompt in check_prompts(prompts)]
 
 
 class Locator:
@@ -95,13 +72,13 @@ class Locator:
 
     def text_features(self, prompts: Sequence[str]) -> torch.Tensor:
         """[n_prompts, embed_dim] unit features of the prompts as given."""
-        return encode_texts(self.model, check_prompts(prompts))
+        return encode_texts(self.model, checked_prompts(prompts))
 
     def locate(self, image: Image.Image, prompts: Sequence[str], name: str = "", boxes: bool = False,
                text_features: torch.Tensor | None = None) -> list[Localization]:
         """One `Localization` per prompt for a PIL image (`text_features` [n_prompts, dim], when given,
         stand for the prompts: a prompt ensemble, for example)."""
-        prompts = check_prompts(prompts)
+        prompts = checked_prompts(prompts)
         text = self.text_features(prompts) if text_features is None else text_features
         if len(text) != len(prompts):
             raise ValueError(f"{len(text)} text features for {len(prompts)} prompts")
@@ -125,13 +102,13 @@ class Locator:
 def locate(model: CLIP, images: Sequence[Image.Image | str | os.PathLike], prompts: Sequence[str],
            boxes: bool = False, method: str = "dense", short_side: int | None = None) -> list[list[Localization]]:
     """Per image (a PIL image or a file), one `Localization` per prompt. Files are opened with
-    `open_image` (a broken or huge file raises `ImageLoadError`, naming it)."""
+    `load_image` (a broken or huge file raises `ImageLoadError`, naming it)."""
     locator = Locator(model, method, short_side)
     text = locator.text_features(prompts)
     results = []
     for number, image in enumerate(images):
         name = f"image {number}" if isinstance(image, Image.Image) else os.fspath(image)
-        opened = image if isinstance(image, Image.Image) else open_image(image)
+        opened = image if isinstance(image, Image.Image) else load_image(image, max_pixels=DEFAULT_MAX_PIXELS)
         results.append(locator.locate(opened, prompts, name, boxes, text))
     return results
 

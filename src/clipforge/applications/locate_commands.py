@@ -48,9 +48,11 @@ def add_locate_commands(commands: argparse._SubParsersAction) -> None:
 def locate_command(args: argparse.Namespace) -> None:
     from ..checkpoints import load_model
     from ..images import ImageLoadError
-    from .localization import Locator, check_prompts, open_image, overlay_sheet
+    from ..data import DEFAULT_MAX_PIXELS
+    from ..images import load_image
+    from .localization import Locator, checked_prompts, overlay_sheet
 
-    prompts = check_prompts(args.prompt)  # bad prompts fail before the model loads
+    prompts = checked_prompts(args.prompt)  # bad prompts fail before the model loads
     if args.output is not None and args.output.suffix.lower() != ".png":
         raise ValueError(f"--output writes a PNG: name it something.png, not {args.output.name!r}")
     if args.model == DEFAULT_MODEL_DIR and not Path(DEFAULT_MODEL_DIR).exists():
@@ -60,7 +62,7 @@ def locate_command(args: argparse.Namespace) -> None:
     unreadable, opened, results = [], [], []
     for path in args.images:
         try:
-            image = open_image(path)
+            image = load_image(path, max_pixels=DEFAULT_MAX_PIXELS)
         except ImageLoadError as error:
             unreadable.append(path)
             print(f"clipforge locate: skipped: {error}", file=sys.stderr)

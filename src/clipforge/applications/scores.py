@@ -25,9 +25,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data.folder import IMAGE_SUFFIXES, FolderSource
-from ..data.samples import DEFAULT_MAX_PIXELS, decode_image
-from ..data.skips import SampleError
-from ..images import ImageLoadError, ImageTransform
+from ..data.samples import DEFAULT_MAX_PIXELS
+from ..images import ImageLoadError, ImageTransform, load_image
 from ..models import CLIP
 
 HESSEL_WEIGHT = 2.5
@@ -66,27 +65,15 @@ def ref_clip_score(image_cosine: torch.Tensor, reference_cosine: torch.Tensor,
     return torch.where(total > 0, 2 * with_image * with_references / total.clamp(min=1e-12), torch.zeros_like(total))
 
 
-def check_prompts(prompts: Sequence[str], what: str = "prompt") -> list[str]:
+def check_prompts(prompts: str | Sequence[str], what: str = "prompt") -> list[str]:
     """The prompts as a list; an empty list or a blank prompt is a ValueError naming it."""
-    prompts = list(prompts)
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:
         raise ValueError(f"give at least one {what}")
     for number, prompt in enumerate(prompts, 1):
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"{what} {number} is empty: every {what} needs some text")
     return prompts
-
-
-def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Read and fully decode an image file; every way a file can be bad (missing, empty, truncated,
-    not an image, over `max_pixels`) is an `ImageLoadError` saying which and why."""
-    try:
-        data = Path(path).read_bytes()
-        return decode_image(data, max_pixels)
-    except SampleError as error:
-        raise ImageLoadError(f"cannot load image {os.fspath(path)!r}: {error}") from None
-    except OSError as error:
-        raise ImageLoadError(f"cannot load image {os.fspath(path)!r}: {error.strerror or error}") from None
 
 
 def list_candidates(sources: Sequence[str | os.PathLike]) -> list[str]:
@@ -138,7 +125,7 @@ def encode_image_files(model: CLIP, preprocess: Callable[[Image.Image], torch.Te
             pixels = []
             for path in batch:
                 try:
-                    pixels.append(preprocess(read_image(path)))
+                    pixels.append(preprocess(load_image(path, max_pixels=DEFAULT_MAX_PIXELS)))
                     kept.append(path)
                 except ImageLoadError as error:
                     skipped.append((path, str(error)))

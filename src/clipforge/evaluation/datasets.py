@@ -27,11 +27,20 @@ def task_table() -> dict[str, dict[str, Any]]:
 
 @dataclass
 class EvalDataset:
-    """`source`: anything `open_source` reads (None for shapes); `tasks`: a `tasks.json` entry."""
+    """`source`: anything `open_source` reads (None for shapes); `tasks`: a `tasks.json` entry;
+    `spec`: the name a prepared set was asked for by, since its files' paths are this machine's."""
 
     name: str
     source: Any
     tasks: dict[str, Any] = field(default_factory=dict)
+    spec: str | None = None
+
+    @property
+    def description(self) -> Any:
+        """What results record as the data: the prepared set's name, else the source as given."""
+        if self.spec is not None:
+            return self.spec
+        return self.source if self.source is None or isinstance(self.source, (str, list)) else str(self.source)
 
     @property
     def supported_tasks(self) -> list[str]:
@@ -87,7 +96,7 @@ def resolve_dataset(spec: str, label_key: str | None = None, templates: str | No
         tasks = task_table().get(name, {"retrieval": True})
     if templates and "zeroshot" in tasks:
         tasks["zeroshot"] = {**tasks["zeroshot"], "templates": templates}
-    return EvalDataset(name, source, tasks)
+    return EvalDataset(name, source, tasks, spec=None if Path(spec).exists() else PREFIX + name)
 
 
 def evaluation_set_names(data_dir: str | os.PathLike | None = None) -> list[str]:

@@ -52,7 +52,7 @@ def run_evaluation(models: Sequence[str], datasets: Sequence[EvalDataset], outpu
         unchanged = previous.get("models", {}).get(name, {}).get("fingerprint") == fingerprint
         per_dataset = results["results"].setdefault(name, {})
         for dataset in datasets:
-            settings = {**asdict(options), "tasks": plans[dataset.name], "source": _describe(dataset.source),
+            settings = {**asdict(options), "tasks": plans[dataset.name], "source": dataset.description,
                         "task_spec": dataset.tasks}
             results["datasets"][dataset.name] = {"source": settings["source"], "tasks": plans[dataset.name]}
             if unchanged and done.get(dataset.name, {}).get("settings") == settings:
@@ -65,10 +65,6 @@ def run_evaluation(models: Sequence[str], datasets: Sequence[EvalDataset], outpu
             _write_json(output / RESULTS_FILE, results)
     _write_json(output / RESULTS_FILE, results)
     return write_report(results, output)
-
-
-def _describe(source: Any) -> Any:
-    return source if source is None or isinstance(source, (str, list)) else str(source)
 
 
 def _read_results(path: Path) -> dict[str, Any]:

@@ -38,6 +38,7 @@ Agreement with OpenAI CLIP's ``_transform`` (torchvision ``Resize(n, BICUBIC)``,
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -59,19 +60,30 @@ class ImageLoadError(ValueError):
     """An image file that cannot be decoded: missing, empty, truncated, not an image, or a bomb."""
 
 
-def load_image(path: str | os.PathLike, draft_size: int | None = None) -> Image.Image:
+def load_image(path: str | os.PathLike, draft_size: int | None = None, max_pixels: int | None = None) -> Image.Image:
     """Open and fully decode ``path``, so broken files fail here rather than mid-batch.
 
     Without ``draft_size`` (the default) every pixel is decoded. With it, a JPEG is decoded at the
     smallest of libjpeg's scales (1/2, 1/4, 1/8) that keeps both sides at least ``draft_size``: a
     12-megapixel photo decodes several times faster, and its pixels are no longer the full decode's.
+    With ``max_pixels``, a larger image is refused with its size, read from the header, before any
+    pixel is decoded (Pillow's own bomb limit is then left to this check).
     """
     try:
-        with Image.open(path) as image:
-            if draft_size is not None:
-                image.draft(image.mode, (draft_size, draft_size))
-            image.load()
-            return image
+        with warnings.catch_warnings():
+            if max_pixels is not None:
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if max_pixels is not None and image.width * image.height > max_pixels:
+                    raise ImageLoadError(f"image {os.fspath(path)!r} is {image.width}x{image.height} = "
+                                         f"{image.width * image.height:,} pixels, over the limit of {max_pixels:,}: "
+                                         "shrink it first")
+                if draft_size is not None:
+                    image.draft(image.mode, (draft_size, draft_size))
+                image.load()
+                return image
+    except ImageLoadError:
+        raise
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
         raise ImageLoadError(f"cannot load image {os.fspath(path)!r}: {error}") from error
 
