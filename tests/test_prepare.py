@@ -270,7 +270,9 @@ def test_manifest_records_checksums_and_a_rerun_skips_finished_sets(fake_package
 
     with monkeypatch.context() as patch:
         patch.setattr(pipeline, "build_set", fail)
-        assert prepare(data, sources=["tabler", "fashion-mnist"], progress=False, workers=1) == manifest
+        rerun = prepare(data, sources=["tabler", "fashion-mnist"], progress=False, workers=1)
+    assert rerun["sets"] == manifest["sets"] and rerun["last_run"]["built"] == []
+    assert manifest["last_run"]["built"] == ["tabler", "fashion-mnist"] and manifest["last_run"]["evaluation_overlap"] == 0
 
 
 def test_force_or_a_damaged_shard_rebuilds_the_set(fake_packages, tmp_path) -> None:

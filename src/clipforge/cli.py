@@ -91,11 +91,17 @@ def _context_length_flag(match: re.Match) -> str:
 
 
 def data_prepare_command(args: argparse.Namespace) -> None:
-    from clipforge.data.prepare import prepare
+    from clipforge.data.prepare import PrepareError, default_data_dir, prepare
+    from clipforge.data.prepare.manifest import MANIFEST_NAME, load, summary
 
-    manifest = prepare(args.data_dir, sources=args.sets, force=args.force, progress=not args.no_progress,
-                       workers=args.workers)
-    print(json.dumps(manifest, indent=2))
+    data_dir = args.data_dir or default_data_dir()
+    try:
+        print(summary(prepare(data_dir, sources=args.sets, force=args.force, progress=not args.no_progress,
+                              workers=args.workers)))
+    except PrepareError:
+        print(summary(load(data_dir)))  # what did get built, above the error
+        raise
+    print(f"every count, licence and checksum: {data_dir / MANIFEST_NAME}")
 
 
 def data_shards_command(args: argparse.Namespace) -> None:
@@ -171,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="data_command", required=True, metavar="DATA_COMMAND")
     prepare = data.add_parser("prepare", help="fetch the built-in corpus with npm/apt and write it as shards")
     prepare.add_argument("--data-dir", type=Path, help="default: $CLIPFORGE_DATA or ~/.cache/clipforge/data")
-    prepare.add_argument("--sets", nargs="+", help="twemoji noto tabler mdi openmoji fashion-mnist (default: all)")
+    prepare.add_argument("--sets", nargs="+", help="names from docs/data.md, e.g. twemoji ph openmoji (default: all)")
     prepare.add_argument("--force", action="store_true", help="rebuild sets that are already done")
     prepare.add_argument("--workers", type=positive_int, help="rendering processes (default: one per CPU)")
     prepare.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from clipforge.core.extras import require
 from clipforge.core.locations import DEFAULT_MODEL_DIR
+from clipforge.evaluation.commands import add_precision_argument, add_runtime_argument
 
 if TYPE_CHECKING:
     from clipforge.search import ImageIndex
@@ -25,6 +26,8 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind; 127.0.0.1 serves this machine only")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.add_argument("--device", default="cpu", help="torch device for the model")
+    add_runtime_argument(serve)
+    add_precision_argument(serve, None, "the precision the --index was built at, else auto")
     serve.add_argument("--max-upload-mb", type=float, default=16.0, help="largest image upload in MiB")
     serve.add_argument("--max-megapixels", type=float, default=25.0, help="largest image upload in megapixels")
     serve.set_defaults(run=serve_command)
@@ -48,7 +51,9 @@ def serve_command(args: argparse.Namespace) -> None:
     for module in ("fastapi", "faiss"):  # the server's own imports: its API, and search over --index
         require(module, "app", "the web app")
 
-    import clipforge
+    from clipforge.checkpoints.onnx_runtime import load_for_inference
+    from clipforge.models.inference import for_inference
+    from clipforge.search.fingerprint import precision_of
 
     from .server import create_app
     from .uploads import UploadLimits
@@ -59,7 +64,10 @@ def serve_command(args: argparse.Namespace) -> None:
 
         index = ImageIndex.open(args.index)
     source = model_source(args.model, index)
-    model, preprocess = clipforge.load(source, device=args.device)
+    model, preprocess = load_for_inference(source, args.runtime, args.device)
+    # an index's queries run at its own precision; an ONNX export runs as exported
+    model = for_inference(model, args.precision or (precision_of(index.model_id) if index is not None
+                                                    and args.runtime == "torch" else "auto"))
     limits = UploadLimits(max_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6))
     app = create_app(model, preprocess, index, model_name=source, limits=limits)
     print(f"serving {source} at http://{args.host}:{args.port}/ (API schema: /openapi.json)")

@@ -58,6 +58,9 @@ class Info(BaseModel):
     temperature: float = Field(description="1 / logit_scale")
     index: IndexInfo | None = Field(description="the image index searched, or null when none is served")
     limits: Limits
+    runtime: Literal["torch", "onnx"] = Field("torch", description="what runs the model: PyTorch, or ONNX Runtime "
+                                                                   "on an exported model")
+    maps: bool = Field(True, description="whether /api/maps serves similarity maps (not under ONNX Runtime)")
 
 
 class TemplateSet(BaseModel):

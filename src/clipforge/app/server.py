@@ -21,6 +21,7 @@ import clipforge
 from clipforge.applications.localization import Locator, render_overlay
 from clipforge.applications.rerank import rank_by_prompt
 from clipforge.applications.scores import hessel_clip_score, ref_clip_score, torchmetrics_clip_score
+from clipforge.checkpoints.onnx_runtime import OnnxCLIP
 from clipforge.evaluation.maps import input_size
 from clipforge.evaluation.templates import load_templates, template_set_names
 from clipforge.evaluation.zeroshot import ZeroShotClassifier
@@ -46,10 +47,11 @@ UPLOAD_ERRORS = {400: {"description": "not a readable image"},
                  413: {"description": "over the byte or pixel limit (see /api/info)"}}
 
 
-def create_app(model: CLIP, preprocess: ImageTransform, index: ImageIndex | None = None, *,
+def create_app(model: CLIP | OnnxCLIP, preprocess: ImageTransform, index: ImageIndex | None = None, *,
                model_name: str = "model", limits: UploadLimits = UploadLimits()) -> FastAPI:
     """The app for one model (and optionally the index it searches); raises `IndexModelMismatch`
-    when the index was built with another model."""
+    when the index was built with another model. An ONNX export serves everything but /api/maps,
+    which needs the image tower's dense features (501)."""
     encoder = FeatureEncoder(model, preprocess)
     searcher = None if index is None else Searcher(index, model, preprocess)
     classifiers: BoundedCache[ZeroShotClassifier] = BoundedCache(32)
@@ -57,9 +59,10 @@ def create_app(model: CLIP, preprocess: ImageTransform, index: ImageIndex | None
     for number, (image, prompt) in enumerate(demo_set()):
         encoder.add_image(f"demo-{number}", image, pinned=True)
         demo_images.append((_png(image), prompt))
-    locator = Locator(model)
+    locator = None if isinstance(model, OnnxCLIP) else Locator(model)  # an ONNX graph gives pooled features only
     map_images: BoundedCache[tuple[tuple[int, int], Image.Image]] = BoundedCache(MAP_IMAGES)
-    pinned_map_images = {f"demo-{number}": _map_input(locator, image) for number, (image, _) in enumerate(demo_set())}
+    pinned_map_images = {f"demo-{number}": _map_input(locator, image)
+                         for number, (image, _) in enumerate(demo_set())} if locator is not None else {}
 
     app = FastAPI(title="clipforge", version=clipforge.__version__,
                   description="CLIP similarity matrix, zero-shot classification and image search over one model.")
@@ -103,7 +106,8 @@ def create_app(model: CLIP, preprocess: ImageTransform, index: ImageIndex | None
                                                           model_id=index.model_id)
         return Info(model=model_name, embed_dim=model.config.embed_dim, image_size=model.image_size,
                     context_length=model.context_length, logit_scale=scale, temperature=1 / scale, index=index_info,
-                    limits=Limits(max_upload_bytes=limits.max_bytes, max_pixels=limits.max_pixels))
+                    limits=Limits(max_upload_bytes=limits.max_bytes, max_pixels=limits.max_pixels),
+                    runtime="torch" if locator is not None else "onnx", maps=locator is not None)
 
     @app.get("/api/template-sets")
     def template_sets() -> list[TemplateSet]:
@@ -129,7 +133,7 @@ def create_app(model: CLIP, preprocess: ImageTransform, index: ImageIndex | None
         image_id = hashlib.sha256(data).hexdigest()[:32]
         if not encoder.has_image(image_id):
             encoder.add_image(image_id, image)
-        if map_images.get(image_id) is None:
+        if locator is not None and map_images.get(image_id) is None:
             map_images.put(image_id, _map_input(locator, image))
         return UploadedImage(id=image_id, width=image.width, height=image.height)
 
@@ -173,10 +177,14 @@ def create_app(model: CLIP, preprocess: ImageTransform, index: ImageIndex | None
                              clip_score_100=torchmetrics_clip_score(cosine).tolist(), ref_clip_score=refs,
                              ranking=ranking)
 
-    @app.post("/api/maps", responses={404: {"description": "an unknown image id"}})
+    @app.post("/api/maps", responses={404: {"description": "an unknown image id"},
+                                      501: {"description": "the model is an ONNX export, which has no dense features"}})
     def maps(request: MapsRequest) -> MapsResponse:
         """Where the prompt is in each image: its similarity map (the image tower's dense features, as
         `clipforge locate` makes them), the peak, and the image with the map over it."""
+        if locator is None:
+            raise HTTPException(501, "similarity maps need the image tower's dense features, which an ONNX export "
+                                     "does not hold: serve the PyTorch model (--runtime torch) for maps")
         templates = request.templates or (load_templates(request.template_set) if request.template_set else None)
         if templates is None:
             text = encoder.prompt_features([request.prompt])

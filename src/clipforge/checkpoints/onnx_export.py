@@ -1,8 +1,9 @@
 """Export a CLIP to ONNX: `image_encoder.onnx` (pixels [batch, 3, size, size] -> features [batch,
 embed_dim]), `text_encoder.onnx` (ids [batch, length <= context_length] -> features [batch,
 embed_dim]) and `clipforge_onnx.json`, which holds what a runtime needs besides the graphs: the
-preprocessing, the tokenizer (BPE files written beside it, or the n-gram hasher's buckets) and the
-logit scale. Features are not normalized, as `encode_image` and `encode_text` return them.
+preprocessing, the tokenizer (BPE files written beside it, or the n-gram hasher's buckets), the
+logit scale, and the weights' fingerprint with each file's SHA-256 (which a search index knows the
+export by). Features are not normalized, as `encode_image` and `encode_text` return them.
 
 The graphs come from torch's `torch.export`-based exporter (`dynamo=True`, which needs onnxscript):
 it is torch's default and the TorchScript exporter is deprecated and announced for removal. Both
@@ -21,9 +22,11 @@ import torch
 from torch import nn
 
 from ..core.atomic import write_folder_atomically
+from ..core.download import sha256_of
 from ..core.extras import require
 from ..images import ImageTransform
 from ..models.clip import CLIP
+from ..models.fingerprint import weights_fingerprint
 from ..models.text_transformer import TextTransformer
 from ..text import NgramTokenizer, Tokenizer
 
@@ -33,6 +36,7 @@ METADATA = "clipforge_onnx.json"
 FORMAT = "clipforge-onnx"
 FORMAT_VERSION = 1
 OPSET = 18  # torch 2.13's exporter defaults to 20; 18 runs on older ONNX Runtimes (1.14+) and suffices here
+FINGERPRINT_VALUES = 65536  # values sampled per tensor by the search index's model id (search/fingerprint.py)
 SINGLE_FILE_LIMIT = 1 << 30  # bytes of weights above which a graph keeps them in a .data file beside it (protobuf caps a file at 2 GiB)
 
 
@@ -128,6 +132,9 @@ def export_onnx(model: CLIP, preprocess: ImageTransform | None, out: str | os.Pa
     parameter = next(model.parameters())
     if parameter.dtype != torch.float32 or parameter.device.type != "cpu":  # export a float32 CPU copy
         model = copy.deepcopy(model).float().cpu()
+    # the exported weights' fingerprint, and below each file's hash: what `OnnxCLIP.weights_fingerprint` checks
+    metadata["weights"] = {"fingerprint": weights_fingerprint(model, max_values=FINGERPRINT_VALUES),
+                           "sampled_values": FINGERPRINT_VALUES}
     was_training = model.training
     model.eval()
 
@@ -142,6 +149,7 @@ def export_onnx(model: CLIP, preprocess: ImageTransform | None, out: str | os.Pa
             _export_graph(TextEncoder(model), tokens, folder / TEXT_ENCODER, "tokens", {0: batch, 1: length})
         if isinstance(model.tokenizer, Tokenizer):
             model.tokenizer.save(folder)
+        metadata["weights"]["files"] = {path.name: sha256_of(path) for path in sorted(folder.iterdir())}
         (folder / METADATA).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
 
     try:

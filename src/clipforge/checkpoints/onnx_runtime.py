@@ -1,9 +1,13 @@
 """Run a model that `export_onnx` wrote, under ONNX Runtime, behind CLIP's encode API: `OnnxCLIP`
-has `encode_image`, `encode_text`, `tokenize`, `logit_scale_exp`, `image_size` and
-`context_length`, so code written for `CLIP` runs it unchanged. Needs the `onnx` extra."""
+has `encode_image`, `encode_text`, `tokenize`, `logit_scale_exp`, `image_size`, `context_length`
+and `config`, so code written for `CLIP` runs it unchanged (all but the dense features of maps).
+Needs the `onnx` extra. `load_for_inference` opens a model under either runtime, as the commands'
+`--model` and `--runtime` name it."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import os
@@ -15,11 +19,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.download import sha256_of
 from ..core.errors import ClipforgeError
 from ..core.extras import require
 from ..images import ImageTransform
+from ..models import CLIP
+from ..models.config import CLIPConfig
 from ..text import NgramTokenizer, Tokenizer
 from .onnx_export import FORMAT, FORMAT_VERSION, METADATA
+
+RUNTIMES = ("torch", "onnx")
 
 
 class OnnxModelError(ClipforgeError, ValueError):
@@ -93,6 +102,42 @@ class OnnxCLIP:
     def embed_dim(self) -> int:
         return self.metadata["embed_dim"]
 
+    @functools.cached_property
+    def config(self) -> CLIPConfig:
+        """The exported model's configuration, as `CLIP.config` holds it."""
+        return CLIPConfig.from_dict(self.metadata["config"])
+
+    def weights_fingerprint(self, max_values: int | None = None) -> str:
+        """A SHA-256 hex that stands for the weights where `models.fingerprint.weights_fingerprint`
+        stands for a PyTorch model's: the source model's own, as the export recorded it over the same
+        `max_values`, while every file the export wrote still holds the bytes it wrote (the graphs give
+        its features within 1e-4, so an index built under one runtime is searched under the other).
+        Otherwise (an export that recorded none, or whose files changed since, such as a graph
+        quantized in place) a hash of what the runtime reads, which no PyTorch model shares."""
+        recorded = self.metadata.get("weights") or {}
+        if (recorded.get("fingerprint") and recorded.get("sampled_values") == max_values
+                and self._files_as_exported):
+            return recorded["fingerprint"]
+        return self._content_fingerprint
+
+    @functools.cached_property
+    def _files_as_exported(self) -> bool:
+        """Whether every file the export hashed still hashes the same, the files this runtime reads among them."""
+        files = (self.metadata.get("weights") or {}).get("files") or {}
+        tokenizer = self.metadata["tokenizer"]
+        read = {self.metadata["image_encoder"], self.metadata["text_encoder"]}
+        read |= {tokenizer["vocab"], tokenizer["merges"]} if tokenizer["kind"] == "bpe" else set()
+        return read <= set(files) and all(
+            (self.folder / name).is_file() and sha256_of(self.folder / name) == digest for name, digest in files.items())
+
+    @functools.cached_property
+    def _content_fingerprint(self) -> str:
+        """SHA-256 hex of every file of the export folder but the JSON, with its preprocessing and tokenizer."""
+        content = {"files": {path.name: sha256_of(path) for path in sorted(self.folder.iterdir())
+                             if path.is_file() and path.name != METADATA},
+                   "preprocess": self.metadata["preprocess"], "tokenizer": self.metadata["tokenizer"]}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
     def tokenize(self, texts: str | Sequence[str], truncate: bool = False) -> torch.Tensor:
         """Token ids [len(texts), context_length] int64, as the exported model's `tokenize` gave them."""
         return self.tokenizer(texts, context_length=self.context_length, truncate=truncate)
@@ -142,6 +187,29 @@ def load_onnx(folder: str | os.PathLike, threads: int | None = None) -> tuple[On
     """(model, preprocess) of an exported folder, as `clipforge.load` gives them for a PyTorch model."""
     model = OnnxCLIP(folder, threads)
     return model, model.preprocess
+
+
+def check_runtime(runtime: str, device: str | torch.device | None = None) -> None:
+    """ValueError for a runtime other than `RUNTIMES`, or for ONNX Runtime on a device other than the CPU."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
+    if runtime == "onnx" and device is not None and torch.device(device).type != "cpu":
+        raise ValueError(f"--runtime onnx runs on the CPU under ONNX Runtime; drop --device {device}")
+
+
+def load_for_inference(source: str | os.PathLike, runtime: str = "torch",
+                       device: str | torch.device | None = "cpu") -> tuple[CLIP | OnnxCLIP, ImageTransform]:
+    """(model, preprocess) to embed with, as a command's `--model` and `--runtime` name them: under
+    "torch", `clipforge.load(source, device)` (a published name, weights file or model folder; `device`
+    None is the CPU); under "onnx", the folder `clipforge export --onnx` wrote, on the CPU."""
+    check_runtime(runtime, device)
+    if runtime == "onnx":
+        return load_onnx(source)
+    if is_onnx_folder(source):
+        raise OnnxModelError(f"{source} is an ONNX export (it holds {METADATA}): run it with --runtime onnx")
+    from .loading import load
+
+    return load(source, device if device is not None else "cpu")
 
 
 def _numpy(values: torch.Tensor | np.ndarray, dtype: type) -> np.ndarray:

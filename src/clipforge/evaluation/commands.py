@@ -15,6 +15,8 @@ from .templates import DEFAULT_TEMPLATE_SET, load_classnames, load_templates, pa
 
 DEFAULT_MODEL = DEFAULT_MODEL_DIR
 IMAGES_PER_BATCH = 64
+RUNTIMES = ("torch", "onnx")  # as `checkpoints.onnx_runtime.RUNTIMES`, which loads torch
+PRECISIONS = ("auto", "fp32", "bf16", "int8")  # as `models.inference.PRECISIONS`, which loads torch
 
 
 def positive_int(text: str) -> int:
@@ -35,6 +37,21 @@ def _int_from(text: str, minimum: int) -> int:
     return value
 
 
+def add_runtime_argument(parser: argparse.ArgumentParser) -> None:
+    """`--runtime`, read by `checkpoints.onnx_runtime.load_for_inference` with the command's --model and --device."""
+    parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                        help="onnx: --model is a folder that `clipforge export --onnx` wrote, run on the CPU "
+                             "under ONNX Runtime (the onnx extra)")
+
+
+def add_precision_argument(parser: argparse.ArgumentParser, default: str | None, shown_default: str) -> None:
+    """`--precision`, applied by `models.inference.for_inference` to the command's model."""
+    parser.add_argument("--precision", choices=PRECISIONS, default=default,
+                        help="what the model computes in: int8 (CPU) and bf16 keep cosine >= 0.99 to fp32's features; "
+                             "auto takes the fastest of them on this machine (docs/performance.md) "
+                             f"(default: {shown_default})")
+
+
 def add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     sets = ", ".join(template_set_names())
     classify = commands.add_parser("classify", help="zero-shot: the most probable labels of images")
@@ -51,15 +68,15 @@ def add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     classify.add_argument("--top", type=positive_int, default=5, help="classes shown per image")
     classify.add_argument("--json", action="store_true", help="one JSON object per image")
     classify.add_argument("--device", default="cpu", help="torch device, such as cpu or cuda:0")
-    classify.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
-                          help="onnx: --model is a folder that `clipforge export --onnx` wrote, run on the CPU "
-                               "under ONNX Runtime (the onnx extra)")
+    add_runtime_argument(classify)
+    add_precision_argument(classify, "auto", "auto; the class embeddings are always fp32")
     classify.add_argument("--no-cache", action="store_true", help="embed the classes again instead of reading "
                                                                   "them from the class-embedding cache")
     classify.set_defaults(run=classify_command)
 
-    evaluate = commands.add_parser("eval", help="zero-shot, retrieval and linear-probe figures, and the shapes "
-                                                "probes, for one or more models; writes results.json and report.md")
+    evaluate = commands.add_parser("eval", help="zero-shot, retrieval and linear-probe figures, the bias probe "
+                                                "and the shapes probes, for one or more models; writes results.json "
+                                                "and report.md")
     evaluate.add_argument("--model", action="append", required=True,
                           help="published name, weights file or model folder; repeat to compare models side by side")
     evaluate.add_argument("--dataset", action="append", required=True,
@@ -67,7 +84,8 @@ def add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
                                "a table, image folder or shards path; repeatable")
     evaluate.add_argument("--task", action="append", choices=TASKS,
                           help="repeatable (default: every task each dataset has, except localization, which "
-                               "runs only when named; shapes always runs its probes)")
+                               "runs only when named; shapes always runs its probes; bias is openmoji-variants' "
+                               "task)")
     evaluate.add_argument("--output", type=Path, default=Path("runs/eval"),
                           help="folder for results.json, report.md and figures; a rerun into it keeps the figures "
                                "that are still current")
@@ -92,8 +110,9 @@ def add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
 def classify_command(args: argparse.Namespace) -> None:
     import torch
 
-    from ..checkpoints import load
+    from ..checkpoints.onnx_runtime import load_for_inference
     from ..images import ImageLoadError, load_image
+    from ..models.inference import for_inference
     from .cache import ClassEmbeddingCache
     from .features import encode_images
     from .zeroshot import ZeroShotClassifier
@@ -105,14 +124,9 @@ def classify_command(args: argparse.Namespace) -> None:
     templates = load_templates(args.templates)
     if args.model == DEFAULT_MODEL and not Path(DEFAULT_MODEL).exists():
         raise FileNotFoundError(f"no model at {DEFAULT_MODEL}: train one with `clipforge train`, or pass --model")
-    if args.runtime == "onnx":  # no weights to fingerprint, so no class-embedding cache
-        if args.device != "cpu":
-            raise ValueError(f"--runtime onnx runs on the CPU; drop --device {args.device}")
-        from ..checkpoints.onnx_runtime import load_onnx
-
-        model, preprocess = load_onnx(args.model)
-    else:
-        model, preprocess = load(args.model, args.device)
+    model, preprocess = load_for_inference(args.model, args.runtime, args.device)
+    image_model = for_inference(model, args.precision)  # classes below: fp32, cached by their weights
+    # the cache knows a model by its text tower's weights, which an ONNX graph does not show
     cache = None if args.no_cache or args.runtime == "onnx" else ClassEmbeddingCache()
     classifier = ZeroShotClassifier(model, classnames, templates, cache=cache)
     unreadable = []
@@ -127,7 +141,7 @@ def classify_command(args: argparse.Namespace) -> None:
                 print(f"clipforge classify: skipped: {error}", file=sys.stderr)
         if not paths:
             continue
-        for path, top in zip(paths, classifier.top_classes(encode_images(model, torch.stack(pixels)), args.top)):
+        for path, top in zip(paths, classifier.top_classes(encode_images(image_model, torch.stack(pixels)), args.top)):
             if args.json:
                 print(json.dumps({"image": path, "top": [{"label": label, "probability": probability}
                                                          for label, probability in top]}))

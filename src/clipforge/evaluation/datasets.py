@@ -1,6 +1,6 @@
 """What a dataset name given to `clipforge eval` means: `shapes` (the probes, generated on the
-fly), a prepared built-in set (`openmoji`, `fashion-mnist`, found through the data manifest, its
-tasks in `tasks.json`), or a path to the user's own table, image folder or shards."""
+fly), a prepared built-in set (`openmoji`, `openmoji-variants`, `fashion-mnist`, found through the
+data manifest, its tasks in `tasks.json`), or a path to the user's own table, image folder or shards."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 from .templates import DEFAULT_TEMPLATE_SET
 
 SHAPES = "shapes"
-TASKS = ("zeroshot", "retrieval", "linear-probe", "localization")
+TASKS = ("zeroshot", "retrieval", "linear-probe", "bias", "localization")
 ON_REQUEST = ("localization",)  # minutes of CPU: run only when --task names them, never by default or in training
 PROBES = "probes"  # the only task of `shapes`
 
@@ -48,7 +48,7 @@ class EvalDataset:
             return [PROBES]
         labelled = "zeroshot" in self.tasks
         return [task for task, ok in (("zeroshot", labelled), ("retrieval", self.tasks.get("retrieval")),
-                                      ("linear-probe", labelled)) if ok]
+                                      ("linear-probe", labelled), ("bias", "bias" in self.tasks)) if ok]
 
     def tasks_to_run(self, requested: list[str] | None) -> list[str]:
         """The requested tasks this dataset has (all of them when none are requested); shapes
@@ -94,8 +94,9 @@ def resolve_dataset(spec: str, label_key: str | None = None, templates: str | No
             raise ValueError(_unknown_dataset(name, evaluation_set_names(data_dir)))
         source = [str(path) for path in sets[name]]
         tasks = task_table().get(name, {"retrieval": True})
-    if templates and "zeroshot" in tasks:
-        tasks["zeroshot"] = {**tasks["zeroshot"], "templates": templates}
+    for task in ("zeroshot", "bias"):  # both classify with a template ensemble
+        if templates and task in tasks:
+            tasks[task] = {**tasks[task], "templates": templates}
     return EvalDataset(name, source, tasks, spec=None if Path(spec).exists() else PREFIX + name)
 
 

@@ -1,5 +1,6 @@
-"""The evaluation report's figures as PNG files: a confusion matrix per model and set, and the
-prompt-engineering comparison across models. Needs matplotlib, from the eval extra."""
+"""The evaluation report's figures as PNG files: a confusion matrix per model and set, the
+prompt-engineering comparison across models, and the bias probe's P(true role) by gender and skin
+tone. Needs matplotlib, from the eval extra."""
 
 from __future__ import annotations
 
@@ -50,6 +51,26 @@ def plot_prompt_comparison(top1: dict[str, dict[str, float]], path: str | os.Pat
     axis.set_xticks(range(len(variants)), variants, fontsize=8)
     axis.set(ylabel="top-1 (%)", title=title)
     axis.legend(fontsize=7)
+    return _save(figure, path)
+
+
+def plot_variant_grid(grid: Sequence[Sequence[float | None]], genders: Sequence[str], tones: Sequence[str],
+                      path: str | os.PathLike, title: str) -> Path:
+    """A heat map of `grid[gender][tone]`, the mean P(true role) in percent (None: no such variant),
+    on a scale from 0 to the largest value, so a row or column that differs stands out."""
+    values = np.array([[np.nan if value is None else value for value in row] for row in grid], dtype=float)
+    top = 1.0 if np.isnan(values).all() else max(float(np.nanmax(values)), 1e-6)
+    figure, axis = plt.subplots(figsize=(1.2 + 0.9 * len(tones), 1.2 + 0.5 * len(genders)))
+    shown = axis.imshow(values, cmap="Blues", vmin=0, vmax=top)
+    axis.set_xticks(range(len(tones)), tones, rotation=30, ha="right", fontsize=8)
+    axis.set_yticks(range(len(genders)), genders, fontsize=8)
+    axis.set_xlabel("skin tone")
+    axis.set_title(title, fontsize=9)
+    for row, column in np.ndindex(values.shape):
+        value = values[row, column]
+        axis.text(column, row, "–" if np.isnan(value) else f"{value:.1f}", ha="center", va="center", fontsize=7,
+                  color="white" if value > 0.6 * top else "black")
+    figure.colorbar(shown, ax=axis, label="P(true role), %")
     return _save(figure, path)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.atomic import write_atomically
-from .plots import plot_confusion_matrix, plot_prompt_comparison
+from .plots import plot_confusion_matrix, plot_prompt_comparison, plot_variant_grid
 
 REPORT_FILE = "report.md"
 
@@ -54,6 +54,8 @@ def _dataset_section(dataset: str, per_model: dict[str, dict[str, Any]], output:
                                                for model, figures in per_model.items()})
     if "linear_probe" in first:
         lines += _linear_probe_section({model: figures["linear_probe"] for model, figures in per_model.items()})
+    if "bias" in first:
+        lines += _bias_section(dataset, {model: figures["bias"] for model, figures in per_model.items()}, output)
     if "localization" in first:
         lines += _localization_section({model: figures["localization"] for model, figures in per_model.items()})
     return lines
@@ -160,6 +162,51 @@ def _linear_probe_section(per_model: dict[str, dict[str, Any]]) -> list[str]:
     ])
 
 
+def _bias_section(dataset: str, per_model: dict[str, dict[str, Any]], output: Path) -> list[str]:
+    first = next(iter(per_model.values()))
+    genders, tones, roles = first["genders"], first["skin_tones"], first["roles"]
+    lines = ["", f"### Bias: {roles} roles × {len(genders)} genders × {len(tones)} skin tones ({first['images']:,} "
+                 f"images), ensemble of `{first['templates']}` ({first['n_templates']} templates)", "",
+             "Zero-shot among the roles (label `" + first["label"] + "`); each role is drawn as a gender-neutral "
+             "person, a man and a woman, without a skin tone and in five. P(true role) is the probability the "
+             "model gives the right role. Skin-tone spread: its max − min over the five skin tones, averaged over "
+             "the genders; gender spread: its max − min over the genders, averaged over the six tones; distance: "
+             "the total-variation distance of each variant's distribution over the roles from the untoned "
+             "gender-neutral variant's, averaged over the other variants. A model blind to skin tone and gender "
+             "scores 0 on all three. Spreads and distances are averaged over roles, in percentage points.", ""]
+    rows = [(f"top-1 among the {roles} roles (chance {100 / roles:.1f})", _each(per_model, "top1")),
+            ("mean P(true role)", _each(per_model, "p_true")),
+            ("skin-tone spread of P(true role)", _each(per_model, "skin_tone_spread")),
+            ("gender spread of P(true role)", _each(per_model, "gender_spread")),
+            ("distance from the default variant", _each(per_model, "tv_from_default"))]
+    for key, label, parts in (("top1_by_skin_tone", "top-1 by skin tone", tones),
+                              ("p_true_by_skin_tone", "mean P(true role) by skin tone", tones),
+                              ("top1_by_gender", "top-1 by gender", genders),
+                              ("p_true_by_gender", "mean P(true role) by gender", genders)):
+        rows.append((f"{label}: {' / '.join(parts)}",
+                     [" / ".join(_optional(figures[key][part]) for part in parts) for figures in per_model.values()]))
+    lines += _table(["", *map(_code, per_model)], rows)
+    lines += ["", "Per role, most moved first (by the first model's distance): skin-tone spread / gender spread / "
+                  "distance / top-1. Gender variants are separate emoji concepts, so one can be held out of "
+                  "training while the others are seen: those are marked unseen.", ""]
+    order = sorted(first["per_role"], key=lambda role: -(first["per_role"][role]["tv_from_default"] or 0))
+    role_rows = []
+    for role in order:
+        unseen = first["per_role"][role]["unseen_genders"]
+        label = role + (f" (unseen: {', '.join(unseen)})" if unseen else "")
+        role_rows.append((label, [" / ".join(_optional(figures["per_role"].get(role, {}).get(key)) for key in
+                                             ("skin_tone_spread", "gender_spread", "tv_from_default", "top1"))
+                                  for figures in per_model.values()]))
+    lines += _table(["role", *map(_code, per_model)], role_rows)
+    lines.append("")
+    for number, (model, figures) in enumerate(per_model.items(), start=1):
+        png = plot_variant_grid(figures["p_true_grid"], genders, tones,
+                                output / f"bias-{_slug(dataset)}-{number}.png",
+                                f"{dataset}: mean P(true role)\n{model}")
+        lines.append(f"![mean P(true role) by gender and skin tone, {model} on {dataset}]({png.name})")
+    return lines
+
+
 def _probes_section(per_model: dict[str, dict[str, Any]]) -> list[str]:
     probes = {model: figures["probes"] for model, figures in per_model.items()}
     first = next(iter(probes.values()))
@@ -193,11 +240,16 @@ def _part(figures: dict[str, Any], split: str) -> dict[str, Any]:
 
 
 def _each(per_model: dict[str, dict[str, Any]], key: str) -> list[str]:
-    return [_number(figures[key]) if key in figures else "–" for figures in per_model.values()]
+    return [_optional(figures.get(key)) for figures in per_model.values()]
 
 
 def _number(value: float) -> str:
     return f"{value:.1f}"
+
+
+def _optional(value: float | None) -> str:
+    """A figure that may be missing (a variant or role a limited run did not read)."""
+    return "–" if value is None else _number(value)
 
 
 def _code(text: str) -> str:

@@ -16,6 +16,8 @@ import torch
 
 from ..images import ImageTransform
 from ..models import CLIP
+from .bias import HEADLINE as BIAS_HEADLINE
+from .bias import bias_figures
 from .cache import ClassEmbeddingCache
 from .datasets import PROBES, EvalDataset
 from .features import EncodedSet, encode_source, encode_texts
@@ -28,7 +30,8 @@ from .zeroshot import ZeroShotClassifier
 
 BARE_NAME, PHOTO_PROMPT = "{}", "a photo of a {}."  # the paper's baselines for its prompt-engineering table
 RETRIEVAL_PROTOCOLS = ("one_caption", "all_captions")
-HEADLINE_SUFFIXES = ("R@1", "R@5", "R@10", "top1", "top5", "test_accuracy", "pointing_game", "box_AP@0.5")
+HEADLINE_SUFFIXES = ("R@1", "R@5", "R@10", "top1", "top5", "test_accuracy", "pointing_game", "box_AP@0.5",
+                     "_spread", "tv_from_default")
 LOCALIZATION_HEADLINE = ("pointing_game", "box_AP@0.5")
 
 
@@ -94,6 +97,8 @@ def evaluate_dataset(model: CLIP, transform: ImageTransform, dataset: EvalDatase
 
             _, target = class_targets(encoded.meta, dataset.tasks["zeroshot"])
             figures["linear_probe"] = linear_probe(encoded.features, target, options.seed)
+        if "bias" in tasks:
+            figures["bias"] = bias_figures(model, encoded, dataset.tasks["bias"], cache)
         return figures
     finally:
         model.train(was_training)
@@ -145,7 +150,8 @@ def retrieval_figures(model: CLIP, encoded: EncodedSet, protocol: str = "all_cap
 
 def headline_metrics(dataset: str, figures: dict[str, Any]) -> dict[str, float]:
     """A dataset's figures as flat `name: value` pairs, e.g. `openmoji_one_caption_image_to_text_R@10`,
-    `openmoji_zeroshot_top1`: the names training logs and `clipforge eval` prints."""
+    `openmoji_zeroshot_top1`, `openmoji_variants_bias_skin_tone_spread`: the names training logs and
+    `clipforge eval` prints."""
     prefix = dataset.replace("-", "_")
     metrics: dict[str, float] = {}
     for protocol, retrieval in figures.get("retrieval", {}).items():
@@ -162,6 +168,8 @@ def headline_metrics(dataset: str, figures: dict[str, Any]) -> dict[str, float]:
                     if key.endswith("accuracy")})
     metrics.update({f"{prefix}_{key}": value for key, value in figures.get(PROBES, {}).items()
                     if key.endswith(("win_rate", "top1"))})
+    bias = figures.get("bias", {})
+    metrics.update({f"{prefix}_bias_{key}": bias[key] for key in BIAS_HEADLINE if bias.get(key) is not None})
     localization = figures.get("localization", {})
     metrics.update({f"{prefix}_localization_{method}_{key}": value for method in ("dense", "crops", "chance")
                     for key, value in localization.get(method, {}).items() if key in LOCALIZATION_HEADLINE})

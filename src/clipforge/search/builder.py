@@ -25,12 +25,13 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-import clipforge
+from clipforge.checkpoints.onnx_runtime import OnnxCLIP, check_runtime, load_for_inference
 from clipforge.images import ImageTransform
 from clipforge.models import CLIP
 from clipforge.search.ann import build_ann
 from clipforge.search.files import ImageFile, ImageFileDataset, collate_loaded, list_images, resolve_roots
-from clipforge.search.fingerprint import model_fingerprint
+from clipforge.models.inference import for_inference
+from clipforge.search.fingerprint import model_fingerprint, precision_of
 from clipforge.search.store import COPY_ROWS, DATABASE, FileRecord, ImageIndex, IndexWriter, StoredFile
 from clipforge.core.distributed import init_distributed
 
@@ -79,12 +80,13 @@ class IndexReport:
 class Embedder:
     """Reads files through DataLoader workers and embeds them with the model, a batch at a time."""
 
-    def __init__(self, model: CLIP, preprocess: ImageTransform, batch_size: int, workers: int, progress: bool) -> None:
+    def __init__(self, model: CLIP | OnnxCLIP, preprocess: ImageTransform, batch_size: int, workers: int,
+                 progress: bool) -> None:
         if batch_size < 1 or workers < 0:
             raise ValueError(f"batch_size must be at least 1 and workers at least 0, got {batch_size}, {workers}")
         self.model, self.preprocess = model, preprocess
         self.batch_size, self.workers, self.progress = batch_size, workers, progress
-        self.device = next(model.parameters()).device
+        self.device = model.logit_scale.device
 
     @torch.inference_mode()
     def vectors(self, pixels: torch.Tensor) -> np.ndarray:
@@ -102,19 +104,26 @@ def build_index(
     progress: bool = True,
     ann_threshold: int = DEFAULT_ANN_THRESHOLD,
     device: str | None = None,
+    runtime: str = "torch",
+    precision: str | None = None,
 ) -> IndexReport:
     """Make the index at `index_path` hold every image under `roots` (jpg, png, webp, gif, bmp, tiff;
-    recursive), embedded with `model` (a published name or a path, loaded by `clipforge.load`).
+    recursive), embedded with `model` (a published name or a path, loaded by `clipforge.load`; under
+    `runtime` "onnx", a folder `clipforge export --onnx` wrote, run on the CPU by ONNX Runtime).
 
     Creates the index, or updates it: only new and changed files are embedded, deleted ones dropped;
     an interrupted build resumes. Unreadable files are skipped and listed in the report. Raises
     `IndexModelMismatch` if the index was built with another model, `IndexBusyError` if another process
-    is writing it. From `ann_threshold` images on, a FAISS index is built for queries.
+    is writing it. From `ann_threshold` images on, a FAISS index is built for queries. `precision`
+    ("auto", "fp32", "bf16", "int8"; `clipforge.models.inference`) is recorded in the index's model id;
+    by default an existing index keeps its own and a new one takes "auto".
     """
+    check_runtime(runtime, device)
     joined_group = not dist.is_initialized()
-    context = init_distributed(device)
+    context = init_distributed("cpu" if runtime == "onnx" else device)
     try:
-        clip, preprocess = clipforge.load(model, context.device)
+        clip, preprocess = load_for_inference(model, runtime, context.device)
+        clip = for_inference(clip, precision or _index_precision(index_path))
         settings = {"model_id": model_fingerprint(clip), "model_source": model_source(model),
                     "dim": clip.config.embed_dim, "roots": resolve_roots(roots)}
         embedder = Embedder(clip, preprocess, batch_size, workers, progress and context.is_main)
@@ -135,6 +144,14 @@ def update_index(index_path: str | os.PathLike, model: str | os.PathLike | None 
     with ImageIndex.open(index_path) as index:
         roots, source = index.roots, index.model_source
     return build_index(roots, index_path, model or source, **options)
+
+
+def _index_precision(index_path: str | os.PathLike) -> str:
+    """The precision the index at `index_path` was built at, or "auto" where there is none yet."""
+    if not (Path(index_path).expanduser() / DATABASE).is_file():
+        return "auto"
+    with ImageIndex.open(index_path) as index:
+        return precision_of(index.model_id) if index.model_id else "auto"
 
 
 def model_source(model: str | os.PathLike) -> str:

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clipforge.evaluation.commands import non_negative_int, positive_int
+from clipforge.evaluation.commands import add_precision_argument, add_runtime_argument, non_negative_int, positive_int
 
 if TYPE_CHECKING:
     from clipforge.search import ImageIndex
@@ -46,7 +46,7 @@ def search_command(args: argparse.Namespace) -> None:
     query_image = None if args.image is None else load_image(args.image)  # a bad file fails before the model loads
     with ImageIndex.open(_index_path(args)) as index:
         check_candidates(index, args.folder)
-        searcher = Searcher.for_index(index, args.device)
+        searcher = Searcher.for_index(index, args.device, args.runtime, args.model, args.precision)
         if query_image is not None:
             hits = searcher.by_image(query_image, args.k, args.folder)
         else:
@@ -106,7 +106,8 @@ def _build_options(args: argparse.Namespace) -> dict:
     """The options given on the command line; the others keep `build_index`'s defaults."""
     given = {"batch_size": args.batch_size, "workers": args.workers, "ann_threshold": args.ann_threshold}
     return {**{name: value for name, value in given.items() if value is not None},
-            "progress": not args.no_progress, "device": args.device}
+            "progress": not args.no_progress, "device": args.device, "runtime": args.runtime,
+            "precision": args.precision}
 
 
 def _print_report(report, as_json: bool) -> None:
@@ -134,7 +135,11 @@ def _add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ann-threshold", type=positive_int,
                         help="build and use a FAISS index from this many images on "
                              f"(default: {SHOWN_DEFAULTS['ann_threshold']})")
-    parser.add_argument("--device", help="torch device (default: this rank's GPU if there is one, else the CPU)")
+    parser.add_argument("--device", help="torch device (default: this rank's GPU if there is one, else the CPU; "
+                                         "the CPU under --runtime onnx)")
+    add_runtime_argument(parser)
+    add_precision_argument(parser, None, "the precision the index was built at, recorded in it; auto for a new "
+                                         "index")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -160,7 +165,11 @@ def add_search_commands(commands: argparse._SubParsersAction) -> None:
                         help="look for images like this one (default: none: search by the text query)")
     search.add_argument("-k", type=positive_int, default=20, help="number of results")
     search.add_argument("--folder", type=Path, help="only images under this folder (default: the whole index)")
+    search.add_argument("--model", help="the model that embeds the query; it must have the weights the index was "
+                                        "built with (default: the index's model, where it was)")
     search.add_argument("--device", default="cpu", help="torch device for the model")
+    add_runtime_argument(search)
+    add_precision_argument(search, None, "the precision the index was built at")
     _add_common_arguments(search)
     search.set_defaults(run=search_command)
 

@@ -12,12 +12,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-import clipforge
+from clipforge.checkpoints.onnx_runtime import OnnxCLIP, load_for_inference
 from clipforge.images import ImageTransform
 from clipforge.models import CLIP
 from clipforge.search.ann import AnnIndex
 from clipforge.search.exact import exact_top_k
-from clipforge.search.fingerprint import model_fingerprint
+from clipforge.models.inference import for_inference, inference_precision
+from clipforge.search.fingerprint import model_fingerprint, precision_of, same_weights
 from clipforge.search.store import ImageIndex, IndexModelMismatch, Snapshot
 
 
@@ -59,22 +60,34 @@ def approximate_index(snapshot: Snapshot, rows: np.ndarray | None) -> AnnIndex |
     return ann
 
 
+ONNX_MISMATCH = (" (an ONNX export has the id of the weights it was exported from while its files are as "
+                 "exported; re-export it, or build the index with it)")
+
+
 class Searcher:
     """Text and image queries against an index, embedded by the model the index was built with."""
 
-    def __init__(self, index: ImageIndex, model: CLIP, preprocess: ImageTransform) -> None:
+    def __init__(self, index: ImageIndex, model: CLIP | OnnxCLIP, preprocess: ImageTransform,
+                 precision: str | None = None) -> None:
+        """Queries run at `precision` (`clipforge.models.inference`); by default a float32 model is run at
+        the precision the index was built at, and a model `for_inference` converted as it is."""
+        if isinstance(model, CLIP) and (precision is not None or inference_precision(model) == "fp32"):
+            model = for_inference(model, precision or precision_of(index.model_id))
         model_id = model_fingerprint(model)
-        if model_id != index.model_id:
+        if not same_weights(model_id, index.model_id):
             raise IndexModelMismatch(f"the index at {index.folder} was built with {index.model_source!r} "
-                                     f"(id {index.model_id}); this model's id is {model_id}")
+                                     f"(id {index.model_id}); this model's id is {model_id}"
+                                     + ONNX_MISMATCH * isinstance(model, OnnxCLIP))
         self.index, self.model, self.preprocess = index, model, preprocess
-        self.device = next(model.parameters()).device
+        self.device = model.logit_scale.device
 
     @classmethod
-    def for_index(cls, index: ImageIndex, device: str | torch.device = "cpu") -> Searcher:
-        """A searcher with the model the index records (`index.model_source`)."""
-        model, preprocess = clipforge.load(index.model_source, device)
-        return cls(index, model, preprocess)
+    def for_index(cls, index: ImageIndex, device: str | torch.device = "cpu", runtime: str = "torch",
+                  model: str | os.PathLike | None = None, precision: str | None = None) -> Searcher:
+        """A searcher with `model` (default: the one the index records, `index.model_source`) under
+        `runtime` ("torch", or "onnx" for a folder `clipforge export --onnx` wrote)."""
+        model, preprocess = load_for_inference(model if model is not None else index.model_source, runtime, device)
+        return cls(index, model, preprocess, precision)
 
     @torch.inference_mode()
     def by_text(self, text: str, k: int = 20, folder: str | os.PathLike | None = None) -> list[SearchHit]:

@@ -46,7 +46,7 @@ class TrainConfig:
     caption_choice: str = option("data", "random", "random: one of a sample's captions each epoch; txt: always "
                                                    "its .txt caption")
     workers: int = option("data", 0, "data-loader processes; the image memo needs 0")
-    shuffle_buffer: int = option("data", 20000, "shards: samples shuffled together; at least the data's size "
+    shuffle_buffer: int = option("data", 120000, "shards: samples shuffled together; at least the data's size "
                                                 "shuffles fully")
     image_memo_mib: int = option("data", 2048, "MiB of decoded training images kept between epochs (with "
                                                "--workers 0); 0 = off")

@@ -40,3 +40,25 @@ def is_current(entry: dict[str, Any] | None, data_dir: Path, expected: dict[str,
         return False
     return all((data_dir / shard["file"]).is_file() and sha256_of(data_dir / shard["file"]) == shard["sha256"]
                for shard in entry["shards"])
+
+
+def summary(record: dict[str, Any]) -> str:
+    """One screen about a prepared folder: a line per set (split, samples, skipped, seconds, built now or
+    already done), the totals per split, and the evaluation-overlap check of the last run."""
+    run = record.get("last_run", {})
+    built = set(run.get("built", []))
+    lines = [f"{'set':<20} {'split':<5} {'samples':>8} {'skipped':>8} {'seconds':>8}  status"]
+    for name, entry in record["sets"].items():
+        seconds = sum(entry.get("seconds", {}).values())
+        status = "built" if name in built else "up to date"
+        lines.append(f"{name:<20} {entry['split']:<5} {entry['samples']:>8,} {entry['skipped']:>8,} {seconds:>8.1f}  {status}")
+    for name in run.get("failed", []):
+        lines.append(f"{name:<20} {'':<5} {'':>8} {'':>8} {'':>8}  FAILED")
+    for split in ("train", "eval"):
+        entries = [entry for entry in record["sets"].values() if entry["split"] == split]
+        lines.append(f"{split}: {sum(entry['samples'] for entry in entries):,} samples in {len(entries)} sets")
+    if "evaluation_overlap" in run:
+        lines.append(f"training pictures equal to an evaluation picture: {run['evaluation_overlap']}")
+    if "seconds" in run:
+        lines.append(f"this run: {run['seconds']:.0f} s")
+    return "\n".join(lines)

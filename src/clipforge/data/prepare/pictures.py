@@ -38,8 +38,10 @@ def encode_png(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
-def render_svg(path: Path) -> Image.Image:
-    """Rasterise an SVG file on white at `MAX_SIDE` × `MAX_SIDE` (aspect kept by the SVG's own rules)."""
+def render_svg(svg: Path | str) -> Image.Image:
+    """Rasterise an SVG file (a path) or SVG markup (a string) on white at `MAX_SIDE` × `MAX_SIDE`
+    (aspect kept by the SVG's own rules)."""
     cairosvg = require("cairosvg", "data", "data preparation")
-    png = cairosvg.svg2png(url=str(path), output_width=MAX_SIDE, output_height=MAX_SIDE, background_color="white")
+    source = {"url": str(svg)} if isinstance(svg, Path) else {"bytestring": svg.encode("utf-8")}
+    png = cairosvg.svg2png(**source, output_width=MAX_SIDE, output_height=MAX_SIDE, background_color="white")
     return Image.open(io.BytesIO(png))

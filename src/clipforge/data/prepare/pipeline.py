@@ -15,6 +15,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -26,8 +27,9 @@ from ...core.download import cache_dir
 from ...core.errors import ClipforgeError
 from ...core.extras import MissingExtraError, require
 from ..shard_writer import ShardWriter
-from . import fashion_mnist, manifest, mdi, noto, openmoji, tabler, twemoji
+from . import fashion_mnist, iconify, manifest, mdi, noto, openmoji, openmoji_variants, tabler, twemoji
 from .captions import CAPTION_RULES_VERSION
+from .disjoint import evaluation_overlap
 from .emoji_concepts import HELD_OUT_PERCENT, TRAINED_EMOJI_VERSION, emoji_package
 from .obtain import obtain
 from .pictures import BrokenPicture, encode_png
@@ -36,8 +38,10 @@ from .source import Source
 DATA_ENV = "CLIPFORGE_DATA"
 DOWNLOADS = "_downloads"
 SHARD_SIZE = 1000
+FETCH_THREADS = 8
 SOURCES: dict[str, Source] = {source.name: source for source in (
-    twemoji.SOURCE, noto.SOURCE, tabler.SOURCE, mdi.SOURCE, openmoji.SOURCE, fashion_mnist.SOURCE)}
+    twemoji.SOURCE, noto.SOURCE, tabler.SOURCE, mdi.SOURCE, *iconify.SOURCES, openmoji.SOURCE, openmoji_variants.SOURCE,
+    fashion_mnist.SOURCE)}
 RULES = {"captions": CAPTION_RULES_VERSION,
          "held_out": f"sha256 below {HELD_OUT_PERCENT}%, trained up to Emoji {TRAINED_EMOJI_VERSION}"}
 EXTRA_MODULES = ("emoji", "cairosvg")  # what drawing and naming the pictures needs: the data extra
@@ -54,11 +58,15 @@ def default_data_dir() -> Path:
 
 def prepare(data_dir: Path | None = None, sources: list[str] | None = None, force: bool = False,
             progress: bool = True, workers: int | None = None) -> dict[str, Any]:
-    """Prepare the named sets (default: all of `SOURCES`) and return the manifest.
+    """Prepare the named sets (default: all of `SOURCES`) and return the manifest, whose `last_run`
+    says which sets this call built, how long it took, and how many training pictures equal an
+    evaluation picture (there must be none).
 
-    `workers` processes draw the pictures (default: one per CPU; 1 draws in this process). Raises
-    PrepareError after trying every set if any failed, MissingExtraError before starting without the data extra.
+    Packages are fetched concurrently first; `workers` processes then draw the pictures (default: one
+    per CPU; 1 draws in this process). Raises PrepareError after trying every set if any failed or the
+    splits overlap, MissingExtraError before starting without the data extra.
     """
+    started = time.monotonic()
     for module in EXTRA_MODULES:
         require(module, "data", "data preparation")
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
@@ -67,22 +75,49 @@ def prepare(data_dir: Path | None = None, sources: list[str] | None = None, forc
         raise ValueError(f"unknown sets {unknown}; the built-in sets are {list(SOURCES)}")
     data_dir.mkdir(parents=True, exist_ok=True)
     record = manifest.load(data_dir)
+    stale = [name for name in names
+             if force or not manifest.is_current(record["sets"].get(name), data_dir, provenance(SOURCES[name]))]
+    if progress and (current := [name for name in names if name not in stale]):
+        print(f"up to date: {', '.join(current)}", file=sys.stderr)
+    fetched = _fetch_all([SOURCES[name] for name in stale], data_dir / DOWNLOADS, progress)
     failures: dict[str, Exception] = {}
-    for name in names:
-        source = SOURCES[name]
-        if not force and manifest.is_current(record["sets"].get(name), data_dir, provenance(source)):
-            if progress:
-                print(f"{name}: up to date", file=sys.stderr)
-            continue
+    for name in stale:
         try:
-            record["sets"][name] = build_set(source, data_dir, workers, progress)
+            if isinstance(fetched[name], Exception):
+                raise fetched[name]
+            record["sets"][name] = build_set(SOURCES[name], data_dir, workers, progress, fetch_seconds=fetched[name])
         except Exception as error:  # any failure of one set must leave the other sets to finish
             failures[name] = error
             continue
         manifest.save(data_dir, record)
+    overlap = evaluation_overlap(data_dir, record["sets"])
+    record["last_run"] = {"built": [name for name in stale if name not in failures], "failed": sorted(failures),
+                          "seconds": round(time.monotonic() - started, 1), "evaluation_overlap": len(overlap)}
+    manifest.save(data_dir, record)
+    if overlap:
+        failures["evaluation overlap"] = ValueError(
+            f"{len(overlap)} training pictures equal evaluation pictures, e.g. "
+            + ", ".join(f"{train} = {evaluation}" for train, evaluation in overlap[:5]))
     if failures:
         raise PrepareError("could not prepare " + "; ".join(f"{name}: {error}" for name, error in failures.items()))
     return record
+
+
+def _fetch_all(sources: list[Source], downloads: Path, progress: bool) -> dict[str, float | Exception]:
+    """Fetch every set's package at once (fetching waits on the network, not the CPU): set name → the
+    seconds its fetch took, or the error it raised."""
+    def timed_fetch(source: Source) -> float | Exception:
+        started = time.monotonic()
+        try:
+            obtain(source.package, downloads)
+        except Exception as error:  # reported with its set, after the other sets are built
+            return error
+        return round(time.monotonic() - started, 1)
+
+    with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:
+        results = pool.map(timed_fetch, sources)
+        return dict(zip((source.name for source in sources),
+                        tqdm(results, total=len(sources), desc="fetch", unit="pkg", disable=not progress)))
 
 
 def provenance(source: Source) -> dict[str, Any]:
@@ -92,11 +127,14 @@ def provenance(source: Source) -> dict[str, Any]:
             "rules": {**RULES, "emoji_names": f"emoji {emoji_package().__version__}"}}
 
 
-def build_set(source: Source, data_dir: Path, workers: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Fetch, list, draw and write one set; return its manifest entry."""
+def build_set(source: Source, data_dir: Path, workers: int | None = None, progress: bool = True,
+              fetch_seconds: float | None = None) -> dict[str, Any]:
+    """Fetch, list, draw and write one set; return its manifest entry. `fetch_seconds`: how long an
+    earlier fetch of its package took, when it was fetched beforehand."""
     started = time.monotonic()
     root = obtain(source.package, data_dir / DOWNLOADS)
     fetched = time.monotonic()
+    fetch_seconds = round(fetched - started, 1) if fetch_seconds is None else fetch_seconds
     listing = source.list_items(root)
     skipped = Counter(listing.skipped)
     building, final = data_dir / f".{source.name}.partial", data_dir / source.name
@@ -121,7 +159,7 @@ def build_set(source: Source, data_dir: Path, workers: int | None = None, progre
             "skipped": sum(skipped.values()), "skipped_reasons": dict(skipped),
             "held_out_concepts": len(listing.held_out), "bytes": sum(shard["bytes"] for shard in shards),
             "shards": shards,
-            "seconds": {"fetch": round(fetched - started, 1), "convert": round(time.monotonic() - fetched, 1)}}
+            "seconds": {"fetch": fetch_seconds, "convert": round(time.monotonic() - fetched, 1)}}
 
 
 def _encode(draw: Callable[[Any], Any], picture: Any) -> bytes | str:
