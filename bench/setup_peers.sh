@@ -55,6 +55,8 @@ fi
 # clipforge's runtime dependencies, read from pyproject.toml; pip skips those already satisfied.
 mapfile -t DEPS < <("$PY" -c "import tomllib; print('\n'.join(tomllib.load(open('$REPO/pyproject.toml', 'rb'))['project']['dependencies']))")
 "${PIP[@]}" -c "$PINS" "${DEPS[@]}"
+# the search extra, which index_build_speed.py's clipforge side builds its index with
+"${PIP[@]}" -c "$PINS" faiss-cpu
 
 "$PY" - <<EOF
 import clipforge, open_clip, torch, transformers

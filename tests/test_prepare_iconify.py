@@ -114,3 +114,28 @@ def test_the_prepared_corpus_holds_100k_training_pairs_and_no_evaluation_picture
         pytest.skip(f"{folder} holds only some of the built-in sets")
     assert sum(entry["samples"] for entry in sets.values() if entry["split"] == "train") >= 100_000
     assert evaluation_overlap(folder, sets) == []
+
+
+def test_builtin_kinds_name_the_training_sets_of_a_kind_and_repeats_weight_them(tmp_path) -> None:
+    from clipforge.data.builtin import builtin_sets, resolve_training_source
+
+    def entry(name: str, split: str) -> dict:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "shard-000000.tar").write_bytes(b"")
+        return {"split": split, "shards": [{"file": f"{name}/shard-000000.tar"}]}
+
+    sets = {"twemoji": entry("twemoji", "train"), "ph": entry("ph", "train"), "openmoji": entry("openmoji", "eval")}
+    (tmp_path / "manifest.json").write_text(json.dumps({"sets": sets}))
+    assert set(builtin_sets("builtin:emoji", tmp_path)) == {"twemoji"}  # evaluation emoji are never training data
+    assert set(builtin_sets("builtin:icon", tmp_path)) == {"ph"}
+    shards = resolve_training_source(["builtin:train", "builtin:emoji*2"], tmp_path)
+    assert sorted(Path(shard).parent.name for shard in shards) == ["ph", "twemoji", "twemoji", "twemoji"]
+    with pytest.raises(ValueError, match="kinds emoji, icon"):
+        builtin_sets("builtin:photo", tmp_path)
+    with pytest.raises(ValueError, match="whole number"):
+        resolve_training_source(["builtin:emoji*0"], tmp_path)
+    del sets["twemoji"]
+    (tmp_path / "manifest.json").write_text(json.dumps({"sets": sets}))
+    assert builtin_sets("builtin:emoji", tmp_path) == {}  # none prepared: the mix has none
+    with pytest.raises(ValueError, match="name no prepared training set"):
+        resolve_training_source(["builtin:emoji"], tmp_path)

@@ -27,7 +27,7 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.add_argument("--device", default="cpu", help="torch device for the model")
     add_runtime_argument(serve)
-    add_precision_argument(serve, None, "the precision the --index was built at, else auto")
+    add_precision_argument(serve, None, "the precision the --index was built at, else fp32")
     serve.add_argument("--max-upload-mb", type=float, default=16.0, help="largest image upload in MiB")
     serve.add_argument("--max-megapixels", type=float, default=25.0, help="largest image upload in megapixels")
     serve.set_defaults(run=serve_command)
@@ -67,7 +67,7 @@ def serve_command(args: argparse.Namespace) -> None:
     model, preprocess = load_for_inference(source, args.runtime, args.device)
     # an index's queries run at its own precision; an ONNX export runs as exported
     model = for_inference(model, args.precision or (precision_of(index.model_id) if index is not None
-                                                    and args.runtime == "torch" else "auto"))
+                                                    and args.runtime == "torch" else "fp32"))
     limits = UploadLimits(max_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6))
     app = create_app(model, preprocess, index, model_name=source, limits=limits)
     print(f"serving {source} at http://{args.host}:{args.port}/ (API schema: /openapi.json)")

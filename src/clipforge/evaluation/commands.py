@@ -69,7 +69,7 @@ def add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     classify.add_argument("--json", action="store_true", help="one JSON object per image")
     classify.add_argument("--device", default="cpu", help="torch device, such as cpu or cuda:0")
     add_runtime_argument(classify)
-    add_precision_argument(classify, "auto", "auto; the class embeddings are always fp32")
+    add_precision_argument(classify, "fp32", "fp32; the class embeddings are fp32 whatever it is")
     classify.add_argument("--no-cache", action="store_true", help="embed the classes again instead of reading "
                                                                   "them from the class-embedding cache")
     classify.set_defaults(run=classify_command)
@@ -125,7 +125,7 @@ def classify_command(args: argparse.Namespace) -> None:
     if args.model == DEFAULT_MODEL and not Path(DEFAULT_MODEL).exists():
         raise FileNotFoundError(f"no model at {DEFAULT_MODEL}: train one with `clipforge train`, or pass --model")
     model, preprocess = load_for_inference(args.model, args.runtime, args.device)
-    image_model = for_inference(model, args.precision)  # classes below: fp32, cached by their weights
+    image_model = for_inference(model, args.precision, towers=("visual",))  # classes: fp32, cached by weights
     # the cache knows a model by its text tower's weights, which an ONNX graph does not show
     cache = None if args.no_cache or args.runtime == "onnx" else ClassEmbeddingCache()
     classifier = ZeroShotClassifier(model, classnames, templates, cache=cache)

@@ -116,14 +116,14 @@ def build_index(
     `IndexModelMismatch` if the index was built with another model, `IndexBusyError` if another process
     is writing it. From `ann_threshold` images on, a FAISS index is built for queries. `precision`
     ("auto", "fp32", "bf16", "int8"; `clipforge.models.inference`) is recorded in the index's model id;
-    by default an existing index keeps its own and a new one takes "auto".
+    by default an existing index keeps its own and a new one is fp32.
     """
     check_runtime(runtime, device)
     joined_group = not dist.is_initialized()
     context = init_distributed("cpu" if runtime == "onnx" else device)
     try:
         clip, preprocess = load_for_inference(model, runtime, context.device)
-        clip = for_inference(clip, precision or _index_precision(index_path))
+        clip = for_inference(clip, precision or index_precision(index_path) or "fp32", towers=("visual",))
         settings = {"model_id": model_fingerprint(clip), "model_source": model_source(model),
                     "dim": clip.config.embed_dim, "roots": resolve_roots(roots)}
         embedder = Embedder(clip, preprocess, batch_size, workers, progress and context.is_main)
@@ -146,12 +146,12 @@ def update_index(index_path: str | os.PathLike, model: str | os.PathLike | None 
     return build_index(roots, index_path, model or source, **options)
 
 
-def _index_precision(index_path: str | os.PathLike) -> str:
-    """The precision the index at `index_path` was built at, or "auto" where there is none yet."""
+def index_precision(index_path: str | os.PathLike) -> str | None:
+    """The precision the index at `index_path` was built at; None where there is no index yet."""
     if not (Path(index_path).expanduser() / DATABASE).is_file():
-        return "auto"
+        return None
     with ImageIndex.open(index_path) as index:
-        return precision_of(index.model_id) if index.model_id else "auto"
+        return precision_of(index.model_id) if index.model_id else None
 
 
 def model_source(model: str | os.PathLike) -> str:

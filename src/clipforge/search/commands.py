@@ -138,7 +138,7 @@ def _add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="torch device (default: this rank's GPU if there is one, else the CPU; "
                                          "the CPU under --runtime onnx)")
     add_runtime_argument(parser)
-    add_precision_argument(parser, None, "the precision the index was built at, recorded in it; auto for a new "
+    add_precision_argument(parser, None, "the precision the index was built at, recorded in it; fp32 for a new "
                                          "index")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -39,14 +39,15 @@ class TrainConfig:
     tokenizer: str = option("model", "learn", "a new transformer text tower's BPE: learn (from the captions) or openai")
     vocab_size: int = option("model", 4096, "BPE vocabulary size with --tokenizer learn")
     # data
-    train_data: list[str] = option("data", ["builtin:train"], "builtin:train, builtin:SET or .tar shards (several "
-                                                              "mix), or one table (.csv/.tsv/.jsonl) or image folder")
+    train_data: list[str] = option("data", ["builtin:train", "builtin:emoji*5"],
+                                   "builtin:train, builtin:emoji, builtin:icon, builtin:SET (SPEC*N counts N times) or "
+                                   ".tar shards (several mix), or one table (.csv/.tsv/.jsonl) or image folder")
     eval_data: list[str] = option("evaluation", ["builtin:eval"], "sets to evaluate on, named as for --train-data; "
                                                                   "builtin:eval is every prepared evaluation set")
     caption_choice: str = option("data", "random", "random: one of a sample's captions each epoch; txt: always "
                                                    "its .txt caption")
     workers: int = option("data", 0, "data-loader processes; the image memo needs 0")
-    shuffle_buffer: int = option("data", 120000, "shards: samples shuffled together; at least the data's size "
+    shuffle_buffer: int = option("data", 170000, "shards: samples shuffled together; at least the data's size "
                                                 "shuffles fully")
     image_memo_mib: int = option("data", 2048, "MiB of decoded training images kept between epochs (with "
                                                "--workers 0); 0 = off")

@@ -58,4 +58,4 @@ def draw(pixels: np.ndarray) -> Image.Image:
 
 
 SOURCE = Source("fashion-mnist", Package("apt", "dataset-fashion-mnist", "0.0~git20200523.55506a9-1"), "MIT",
-                "eval", list_items, draw)
+                "eval", list_items, draw, "photo")

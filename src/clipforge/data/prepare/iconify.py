@@ -164,7 +164,7 @@ def source(collection: Collection) -> Source:
         return lister(root, collection)
 
     return Source(collection.prefix, Package("npm", f"@iconify-json/{collection.prefix}", collection.version),
-                  collection.licence, "train", list_items, render_svg)
+                  collection.licence, "train", list_items, render_svg, collection.kind)
 
 
 SOURCES = [source(collection) for collection in collections()]

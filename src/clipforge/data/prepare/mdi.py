@@ -29,4 +29,4 @@ def list_items(root: Path) -> Listing:
     return listing
 
 
-SOURCE = Source("mdi", Package("npm", "@mdi/svg", "7.4.47"), "Apache-2.0", "train", list_items, render_svg)
+SOURCE = Source("mdi", Package("npm", "@mdi/svg", "7.4.47"), "Apache-2.0", "train", list_items, render_svg, "icon")

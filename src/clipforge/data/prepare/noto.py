@@ -62,4 +62,4 @@ def _font(path: str) -> ImageFont.FreeTypeFont:
 
 
 SOURCE = Source("noto", Package("apt", "fonts-noto-color-emoji", "2.042-0+deb12u1"),
-                "OFL-1.1 (font); Apache-2.0 (emoji images and tools)", "train", list_items, draw)
+                "OFL-1.1 (font); Apache-2.0 (emoji images and tools)", "train", list_items, draw, "emoji")

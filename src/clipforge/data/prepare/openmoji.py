@@ -55,4 +55,4 @@ def svg_path(root: Path, entry: dict[str, Any]) -> Path:
     return root / "color" / "svg" / f"{entry['hexcode']}.svg"
 
 
-SOURCE = Source("openmoji", Package("npm", "openmoji", "17.0.0"), "CC-BY-SA-4.0", "eval", list_items, render_svg)
+SOURCE = Source("openmoji", Package("npm", "openmoji", "17.0.0"), "CC-BY-SA-4.0", "eval", list_items, render_svg, "emoji")

@@ -85,4 +85,4 @@ def _item(root: Path, entry: dict[str, Any], base: dict[str, Any], role_id: str,
     return Item(key, svg_path(root, entry), meta)
 
 
-SOURCE = Source("openmoji-variants", OPENMOJI.package, OPENMOJI.licence, "eval", list_items, render_svg)
+SOURCE = Source("openmoji-variants", OPENMOJI.package, OPENMOJI.licence, "eval", list_items, render_svg, "emoji")

@@ -45,3 +45,4 @@ class Source:
     split: str
     list_items: Callable[[Path], Listing]
     draw: Callable[[Any], Image.Image]
+    kind: str  # what the pictures are, as captions name them: "emoji", "icon" or "photo"

@@ -25,4 +25,4 @@ def list_items(root: Path) -> Listing:
     return listing
 
 
-SOURCE = Source("tabler", Package("npm", "@tabler/icons", "3.52.0"), "MIT", "train", list_items, render_svg)
+SOURCE = Source("tabler", Package("npm", "@tabler/icons", "3.52.0"), "MIT", "train", list_items, render_svg, "icon")

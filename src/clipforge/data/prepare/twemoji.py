@@ -41,4 +41,4 @@ def draw(path: Path) -> Image.Image:
 
 
 SOURCE = Source("twemoji", Package("npm", "emoji-datasource-twitter", "16.0.0"),
-                "CC-BY-4.0 (graphics, Twitter/X); MIT (emoji-datasource code and data)", "train", list_items, draw)
+                "CC-BY-4.0 (graphics, Twitter/X); MIT (emoji-datasource code and data)", "train", list_items, draw, "emoji")
