@@ -139,3 +139,13 @@ def test_builtin_kinds_name_the_training_sets_of_a_kind_and_repeats_weight_them(
     assert builtin_sets("builtin:emoji", tmp_path) == {}  # none prepared: the mix has none
     with pytest.raises(ValueError, match="name no prepared training set"):
         resolve_training_source(["builtin:emoji"], tmp_path)
+
+
+def test_sets_sharing_a_package_fetch_it_once(tmp_path, monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(pipeline, "obtain", lambda package, downloads: calls.append(package))
+    fetched = pipeline._fetch_all([SOURCES["openmoji"], SOURCES["openmoji-variants"], SOURCES["lucide"]],
+                                  tmp_path, progress=False)
+    assert sorted(fetched) == ["lucide", "openmoji", "openmoji-variants"]
+    assert sorted(str(package) for package in calls) == sorted({str(SOURCES["openmoji"].package),
+                                                                 str(SOURCES["lucide"].package)})

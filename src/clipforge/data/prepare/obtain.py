@@ -64,7 +64,11 @@ def obtain(package: Package, downloads: Path) -> Path:
                   "--no-fund", str(package)], package)
         else:
             _apt_download(package, partial)
-        os.replace(partial, folder)
+        try:
+            os.replace(partial, folder)
+        except OSError:
+            if not folder.is_dir():
+                raise  # else another process finished the same fetch first: use its copy
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return root

@@ -114,10 +114,12 @@ def _fetch_all(sources: list[Source], downloads: Path, progress: bool) -> dict[s
             return error
         return round(time.monotonic() - started, 1)
 
+    packages = {source.package: source for source in sources}  # sets sharing a package fetch it once
     with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:
-        results = pool.map(timed_fetch, sources)
-        return dict(zip((source.name for source in sources),
-                        tqdm(results, total=len(sources), desc="fetch", unit="pkg", disable=not progress)))
+        results = pool.map(timed_fetch, packages.values())
+        fetched = dict(zip(packages, tqdm(results, total=len(packages), desc="fetch", unit="pkg",
+                                          disable=not progress)))
+    return {source.name: fetched[source.package] for source in sources}
 
 
 def provenance(source: Source) -> dict[str, Any]:
