@@ -28,11 +28,10 @@ def builtin_sets(spec: str, data_dir: Path | None = None) -> dict[str, list[Path
                                 f"(or set CLIPFORGE_DATA to where it was prepared)")
     sets = json.loads(manifest_path.read_text())["sets"]
     wanted = spec[len(PREFIX):]
-    chosen = {name: entry for name, entry in sets.items() if wanted in (name, entry.get("split"))}
     if wanted in KINDS:  # the training sets of one kind, none if none was prepared: builtin:emoji, builtin:icon
         chosen = {name: entry for name, entry in sets.items()
                   if entry.get("split") == "train" and name in SOURCES and SOURCES[name].kind == wanted}
-    elif not chosen:
+    elif not (chosen := {name: entry for name, entry in sets.items() if wanted in (name, entry.get("split"))}):
         raise ValueError(f"{spec!r} matches no prepared set; have {sorted(sets)}, splits train, eval "
                          f"and the training sets' kinds {', '.join(KINDS)}")
     return {name: [data_dir / shard["file"] for shard in entry["shards"]] for name, entry in chosen.items()}

@@ -97,7 +97,8 @@ def int8_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nnqd.Linear:
     observer(weight)
     scales, zero_points = observer.calculate_qparams()
     qweight = torch.quantize_per_channel(weight.detach().float(), scales.double(), zero_points.long(), 0, torch.qint8)
-    layer = nnqd.Linear(1, 1, dtype=torch.qint8)  # packs only a 1x1 placeholder; the real weight once, below
+    # built 1 x 1 so that the constructor packs no full-size zero weight; set_weight_bias packs the real one
+    layer = nnqd.Linear(1, 1, dtype=torch.qint8)
     layer.in_features, layer.out_features = weight.shape[1], weight.shape[0]
     layer.set_weight_bias(qweight, None if bias is None else bias.detach().float())
     return layer
