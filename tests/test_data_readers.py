@@ -121,6 +121,25 @@ def test_shard_reader_groups_members_by_key_with_their_metadata(tmp_path):
     assert [(s.key, s.caption, s.meta) for s in samples] == [(f"{i:06d}", f"caption {i}", {"i": i}) for i in range(5)]
 
 
+def test_a_shard_read_again_is_read_by_its_listing_without_parsing_tar_headers(tmp_path, monkeypatch):
+    make_shards(tmp_path, 5, shard_size=5, meta=lambda i: {"i": i})
+    first = [(s.key, s.image, s.caption, s.meta) for s in map(check_sample, open_source(tmp_path))]
+
+    def no_tar(*args, **kwargs):
+        raise AssertionError("the tar headers were parsed again")
+
+    monkeypatch.setattr(tarfile, "open", no_tar)
+    assert [(s.key, s.image, s.caption, s.meta) for s in map(check_sample, open_source(tmp_path))] == first
+
+
+def test_a_shard_rewritten_after_its_listing_is_listed_again(tmp_path):
+    make_shards(tmp_path, 4, shard_size=4)
+    assert len(list(open_source(tmp_path))) == 4
+    next(tmp_path.glob("*.tar")).unlink()
+    make_shards(tmp_path, 3, shard_size=3)
+    assert [check_sample(raw).caption for raw in open_source(tmp_path)] == [f"caption {i}" for i in range(3)]
+
+
 def test_open_source_tells_the_kind_from_the_path(tmp_path):
     make_shards(tmp_path / "shards", 4, shard_size=2)
     (tmp_path / "t.jsonl").write_text("")

@@ -54,10 +54,10 @@ class TrainConfig:
     augment_crop_scale: float = option("data", 1.0, "random crops of this fraction of the area up to all of it; "
                                                     "1 = none")
     augment_grayscale: float = option("data", 0.0, "probability of turning a training image grayscale")
-    augment_shift: int = option("data", 2, "move each training image by up to this many pixels each way")
+    augment_shift: int = option("data", 1, "move each training image by up to this many pixels each way")
     # schedule
-    steps: int = option("optimisation", 360, "optimizer steps; the defaults are the recipe chosen by measured "
-                                             "runs (docs/training.md), ~10 min on 2 cores")
+    steps: int = option("optimisation", 1400, "optimizer steps; the defaults are the recipe chosen by measured "
+                                              "runs (docs/training.md), ~10 min on 2 cores")
     batch_size: int = option("optimisation", 512, "samples per step in each process")
     accum_freq: int = option("optimisation", 1, "micro-batches per step; features are cached so negatives span "
                                                 "the full batch")

@@ -30,6 +30,7 @@ from ..models import CLIP, create_model, get_config
 from ..text import Tokenizer, train_bpe
 from .checkpointing import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
+from ..core.allocator import keep_freed_memory
 from ..core.distributed import DistributedContext, init_distributed
 from .loss import contrastive_loss, sigmoid_loss
 from .optim import cosine_lr, make_optimizer
@@ -45,6 +46,7 @@ class TrainResult:
 
 
 def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
+    keep_freed_memory()
     context = init_distributed(config.device)
     out = Path(config.output_dir)
     start = _restore(out, resume) if resume else None
