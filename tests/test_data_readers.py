@@ -140,6 +140,23 @@ def test_a_shard_rewritten_after_its_listing_is_listed_again(tmp_path):
     assert [check_sample(raw).caption for raw in open_source(tmp_path)] == [f"caption {i}" for i in range(3)]
 
 
+def test_listings_stop_being_kept_at_their_sample_limit(tmp_path, monkeypatch):
+    from clipforge.data import shards
+
+    monkeypatch.setattr(shards, "LISTED_SAMPLES_MAX", shards._listed_samples + 3)
+    make_shards(tmp_path, 6, shard_size=3)
+    list(open_source(tmp_path))
+    parsed, real_open = [], tarfile.open
+
+    def counted_open(path, *args, **kwargs):
+        parsed.append(path.name)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile, "open", counted_open)
+    assert len(list(open_source(tmp_path))) == 6
+    assert parsed == ["shard-000001.tar"]
+
+
 def test_open_source_tells_the_kind_from_the_path(tmp_path):
     make_shards(tmp_path / "shards", 4, shard_size=2)
     (tmp_path / "t.jsonl").write_text("")

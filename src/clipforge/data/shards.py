@@ -51,15 +51,28 @@ def expand_shards(shards: ShardSpec) -> list[Path]:
     return [Path(path) for path in expand_urls(os.fspath(shards))]
 
 
+# (key, image, txt, json) of each sample, each part an (offset, size) in the file or None.
+Listing = list[tuple[str, tuple[tuple[int, int] | None, ...]]]
+
+# The listing of every shard walked to its end without damage, by path, with the size and modification
+# time it had then: parsing the tar headers again each epoch (twice, with the count that resuming
+# needs) took a fifth of the 16 px default's whole run under AVX2 (8:19 against 6:31 without,
+# docs/training.md). An entry holds about 370 bytes, so listings stop being kept at
+# LISTED_SAMPLES_MAX samples (about 0.7 GB); shards beyond are parsed each time, as without them.
+_LISTINGS: dict[str, tuple[tuple[int, int], Listing]] = {}
+LISTED_SAMPLES_MAX = 2_000_000
+_listed_samples = 0
+
+
 def read_shard(path: Path) -> Iterator[PendingSample]:
     """The shard's samples, each read when called (which must happen before the next is asked for: the
     file closes behind the iteration). A shard that cannot be opened, or whose listing breaks, yields
     one sample with a `SHARD_UNREADABLE` problem, so it is counted like a bad sample. A shard listed
     before, unchanged since, is read by the offsets of that listing."""
-    stamp = _stamp(path)
-    listing = _LISTINGS.get(stamp) if stamp is not None else None
-    if listing is not None:
-        yield from _read_listed(path, listing)
+    name, stamp = os.path.abspath(path), _stamp(path)
+    kept = _LISTINGS.get(name)
+    if kept is not None and kept[0] == stamp:
+        yield from _read_listed(path, kept[1])
         return
     try:
         tar = tarfile.open(path, "r:")
@@ -78,24 +91,24 @@ def read_shard(path: Path) -> Iterator[PendingSample]:
         if broken:
             yield partial(RawSample, path.name, problem=SkipReason.SHARD_UNREADABLE)
         elif stamp is not None:
-            _LISTINGS[stamp] = listing
+            _keep_listing(name, stamp, listing)
 
 
-# (key, image, txt, json) of each sample, each part an (offset, size) in the file or None.
-Listing = list[tuple[str, tuple[tuple[int, int] | None, ...]]]
+def _keep_listing(name: str, stamp: tuple[int, int], listing: Listing) -> None:
+    global _listed_samples
+    if name in _LISTINGS:  # a rewritten shard's old listing
+        _listed_samples -= len(_LISTINGS.pop(name)[1])
+    if _listed_samples + len(listing) <= LISTED_SAMPLES_MAX:
+        _LISTINGS[name] = stamp, listing
+        _listed_samples += len(listing)
 
-# The listing of every shard walked to its end without damage, by (path, size, modification time):
-# parsing the tar headers again each epoch (twice, with the count that resuming needs) took a fifth of
-# the 16 px default's whole run under AVX2 (8:19 against 6:31 without, docs/training.md).
-_LISTINGS: dict[tuple[str, int, int], Listing] = {}
 
-
-def _stamp(path: Path) -> tuple[str, int, int] | None:
+def _stamp(path: Path) -> tuple[int, int] | None:
     try:
         status = os.stat(path)
     except OSError:
         return None
-    return os.path.abspath(path), status.st_size, status.st_mtime_ns
+    return status.st_size, status.st_mtime_ns
 
 
 def _read_listed(path: Path, listing: Listing) -> Iterator[PendingSample]:
